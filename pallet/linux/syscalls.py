@@ -1,0 +1,207 @@
+"""The one seam between Pallet and the kernel: raw syscalls through ctypes.
+
+Python 3.11 has no unshare, setns, mount, pivot_root, prctl or capset, so they come from
+libc here, with typed argtypes and errno turned into OSError. Everything above this layer
+calls a ``Syscalls`` object, so unit tests can pass ``FakeSyscalls`` (fake.py) instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Any
+
+# clone(2) / unshare(2) flags
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount(2) flags
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_SYNCHRONOUS = 0x10
+MS_REMOUNT = 0x20
+MS_MANDLOCK = 0x40
+MS_DIRSYNC = 0x80
+MS_NOSYMFOLLOW = 0x100
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_SILENT = 0x8000
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+MNT_DETACH = 2
+UMOUNT_NOFOLLOW = 8
+
+# prctl(2) options
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+MFD_CLOEXEC = 0x1
+MFD_ALLOW_SEALING = 0x2
+MFD_EXEC = 0x10
+F_ADD_SEALS = 1033
+F_SEAL_SEAL = 0x1
+F_SEAL_SHRINK = 0x2
+F_SEAL_GROW = 0x4
+F_SEAL_WRITE = 0x8
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# x86_64 and aarch64 numbers of the syscalls libc does not wrap everywhere
+_NR = {
+    "x86_64": {"pivot_root": 155, "pidfd_open": 434, "pidfd_send_signal": 424, "mount_setattr": 442},
+    "aarch64": {"pivot_root": 41, "pidfd_open": 434, "pidfd_send_signal": 424, "mount_setattr": 442},
+}
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    cs, ci, cul, vp = ctypes.c_char_p, ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p
+    for name, args, res in [
+        ("unshare", [ci], ci),
+        ("setns", [ci, ci], ci),
+        ("mount", [cs, cs, cs, cul, vp], ci),
+        ("umount2", [cs, ci], ci),
+        ("sethostname", [cs, ctypes.c_size_t], ci),
+        ("setdomainname", [cs, ctypes.c_size_t], ci),
+        ("prctl", [ci, cul, cul, cul, cul], ci),
+        ("capset", [vp, vp], ci),
+        ("capget", [vp, vp], ci),
+        ("personality", [cul], ci),
+        ("memfd_create", [cs, ctypes.c_uint], ci),
+        ("syscall", None, ctypes.c_long),
+    ]:
+        fn = getattr(libc, name)
+        if args is not None:
+            fn.argtypes = args
+        fn.restype = res
+    return libc
+
+
+def _check(ret: int, what: str, path: str | None = None) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path)
+    return ret
+
+
+def _b(s: str | None) -> bytes | None:
+    return None if s is None else os.fsencode(s)
+
+
+class Syscalls:
+    """Thin typed wrappers over libc; each raises OSError with errno on failure."""
+
+    def __init__(self) -> None:
+        self._libc = _libc()
+        self._nr = _NR.get(os.uname().machine, _NR["x86_64"])
+
+    def unshare(self, flags: int) -> None:
+        _check(self._libc.unshare(flags), "unshare")
+
+    def setns(self, fd: int, nstype: int = 0) -> None:
+        _check(self._libc.setns(fd, nstype), "setns")
+
+    def mount(self, source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+        d = _b(data)
+        _check(
+            self._libc.mount(_b(source), _b(target), _b(fstype), flags, ctypes.c_char_p(d) if d else None),
+            f"mount {target}",
+            target,
+        )
+
+    def umount2(self, target: str, flags: int = 0) -> None:
+        _check(self._libc.umount2(_b(target), flags), f"umount {target}", target)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        _check(self._libc.syscall(self._nr["pivot_root"], _b(new_root), _b(put_old)), "pivot_root", new_root)
+
+    def sethostname(self, name: str) -> None:
+        b = name.encode()
+        _check(self._libc.sethostname(b, len(b)), "sethostname")
+
+    def setdomainname(self, name: str) -> None:
+        b = name.encode()
+        _check(self._libc.setdomainname(b, len(b)), "setdomainname")
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+        return _check(self._libc.prctl(option, arg2, arg3, arg4, arg5), "prctl")
+
+    def personality(self, persona: int) -> None:
+        _check(self._libc.personality(persona), "personality")
+
+    def memfd_create(self, name: str, flags: int) -> int:
+        return _check(self._libc.memfd_create(name.encode(), flags), "memfd_create")
+
+    def pidfd_open(self, pid: int) -> int:
+        return _check(self._libc.syscall(self._nr["pidfd_open"], ctypes.c_int(pid), ctypes.c_uint(0)), "pidfd_open")
+
+    def pidfd_send_signal(self, pidfd: int, sig: int) -> None:
+        _check(
+            self._libc.syscall(self._nr["pidfd_send_signal"], ctypes.c_int(pidfd), ctypes.c_int(sig), None, ctypes.c_uint(0)),
+            "pidfd_send_signal",
+        )
+
+    def capget(self) -> tuple[int, int, int]:
+        """(effective, permitted, inheritable) of this thread as 64-bit masks."""
+        hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        _check(self._libc.capget(ctypes.byref(hdr), ctypes.byref(data)), "capget")
+        return tuple(data[0].__getattribute__(f) | (data[1].__getattribute__(f) << 32) for f in ("effective", "permitted", "inheritable"))  # type: ignore[return-value]
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        for i in range(2):
+            shift = 32 * i
+            data[i].effective = (effective >> shift) & 0xFFFFFFFF
+            data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+            data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+        _check(self._libc.capset(ctypes.byref(hdr), ctypes.byref(data)), "capset")
+
+    def raw(self) -> Any:
+        """The libc handle, for the rare caller that needs a syscall not wrapped here."""
+        return self._libc
+
+
+_default: Syscalls | None = None
+
+
+def default() -> Syscalls:
+    """The process-wide real Syscalls, made on first use (ctypes setup costs ~1 ms)."""
+    global _default
+    if _default is None:
+        _default = Syscalls()
+    return _default

@@ -1,0 +1,237 @@
+"""The container's init, on the child side of the sync ladder drawn in sync.py.
+
+This module runs in a fresh interpreter started from a sealed memfd copy of Python (see
+launcher.py: /proc/self/exe inside the container then points at a file nobody can write,
+CVE-2019-5736). It imports only what it needs; every parse happened in the parent.
+
+Stage 1 joins or creates the namespaces and forks; stage 2, PID 1 of the new pid namespace,
+builds the rootfs, reports ready, waits on exec.fifo for `start`, and execs the process.
+For `exec`, stage 1 joins the running container's namespaces and stage 2 execs at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Any
+
+from pallet.linux import syscalls as s
+from pallet.runtime import process, sync
+from pallet.runtime.rootfs import RootfsBuilder, RootfsError
+
+NS_FLAGS = {
+    "user": s.CLONE_NEWUSER, "mount": s.CLONE_NEWNS, "pid": s.CLONE_NEWPID, "network": s.CLONE_NEWNET,
+    "ipc": s.CLONE_NEWIPC, "uts": s.CLONE_NEWUTS, "cgroup": s.CLONE_NEWCGROUP, "time": s.CLONE_NEWTIME,
+}  # fmt: skip
+# joining order: user first (it grants the rights for the rest), mount last (it changes path lookups)
+JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")
+PROC_NS_NAME = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid": "pid", "cgroup": "cgroup",
+                "time": "time", "mount": "mnt"}  # fmt: skip
+
+
+class InitError(Exception):
+    pass
+
+
+def main() -> None:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    os.set_inheritable(sock.fileno(), False)
+    try:
+        boot, _ = sync.recv(sock)
+        if boot is None:
+            os._exit(1)
+        sysc = s.default()
+        stage1(sysc, sock, boot)
+    except BaseException as e:  # everything becomes one message for the parent
+        _report(sock, e)
+        os._exit(1)
+    os._exit(0)
+
+
+def _report(sock: socket.socket, e: BaseException) -> None:
+    if isinstance(e, OSError) and e.strerror:
+        where = f" {e.filename}" if e.filename and str(e.filename) not in e.strerror else ""
+        msg = f"{e.strerror}{where}"
+    else:
+        msg = str(e) or type(e).__name__
+    try:
+        sync.send(sock, {"type": "error", "message": msg, "errno": getattr(e, "errno", 0) or 0})
+    except OSError:
+        pass
+
+
+def _join(sysc: Any, ns_type: str, path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sysc.setns(fd, NS_FLAGS[ns_type])
+    except OSError as e:
+        raise InitError(f"join {ns_type} namespace {path}: {e.strerror}") from e
+    finally:
+        os.close(fd)
+
+
+def stage1(sysc: Any, sock: socket.socket, boot: dict[str, Any]) -> None:
+    mode = boot["mode"]
+    if mode == "exec":
+        # the target's namespaces, each compared with ours so an unshared one is not re-entered needlessly
+        target = boot["target_pid"]
+        for t in JOIN_ORDER:
+            if t not in boot["join"]:
+                continue
+            name = PROC_NS_NAME[t]
+            path = f"/proc/{target}/ns/{name}"
+            if os.path.exists(path) and os.stat(path).st_ino != os.stat(f"/proc/self/ns/{name}").st_ino:
+                _join(sysc, t, path)
+    else:
+        os.chdir(boot["bundle"])
+        ns = boot["namespaces"]  # type -> path ("" means new)
+        if "user" in ns:
+            if ns["user"]:
+                _join(sysc, "user", ns["user"])
+            else:
+                sysc.unshare(s.CLONE_NEWUSER)
+                sync.send(sock, {"type": "userns"})
+                reply, _ = sync.recv(sock)
+                if not reply or reply.get("type") != "userns-mapped":
+                    raise InitError("parent did not map the user namespace")
+            # become root of the namespace so the rest is allowed (and files are made as mapped root)
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        for t in JOIN_ORDER:
+            if t != "user" and ns.get(t):
+                _join(sysc, t, ns[t])
+        flags = 0
+        for t, path in ns.items():
+            if not path and t != "user":
+                flags |= NS_FLAGS[t]
+        if flags:
+            try:
+                sysc.unshare(flags)
+            except OSError as e:
+                raise InitError(f"unshare namespaces {', '.join(t for t, p in ns.items() if not p)}: {e.strerror}") from e
+        offsets = boot.get("time_offsets")
+        if offsets and "time" in ns and not ns["time"]:
+            with open("/proc/self/timens_offsets", "w") as f:
+                for clock, off in offsets.items():
+                    f.write(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n")
+    pid = os.fork()
+    if pid:
+        sync.send(sock, {"type": "pid", "pid": pid})
+        return
+    try:
+        if mode == "exec":
+            stage2_exec(sysc, sock, boot)
+        else:
+            stage2_create(sysc, sock, boot)
+    except BaseException as e:
+        _report(sock, e)
+        os._exit(1)
+    os._exit(1)
+
+
+def _wait_reply(sock: socket.socket, want: str) -> dict[str, Any]:
+    msg, _ = sync.recv(sock)
+    if msg is None or msg.get("type") != want:
+        raise InitError(f"runtime went away while the init waited for {want!r}")
+    return msg
+
+
+def _setup_console(sysc: Any, sock: socket.socket, proc: dict[str, Any]) -> None:
+    """A pty from the container's own devpts; the master goes to the runtime, the slave becomes stdio."""
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    size = proc.get("consoleSize")
+    if size:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size["height"], size["width"], 0, 0))
+    if os.path.exists("/dev/console") or os.path.isdir("/dev"):
+        try:
+            if not os.path.exists("/dev/console"):
+                os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            sysc.mount(os.ttyname(slave), "/dev/console", None, s.MS_BIND)
+        except OSError:
+            pass  # no writable /dev: the console bind is a courtesy, the stdio is what matters
+    sync.send(sock, {"type": "console"}, [master])
+    os.close(master)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    os.close(slave)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def stage2_create(sysc: Any, sock: socket.socket, boot: dict[str, Any]) -> None:
+    spec = boot["spec"]
+    spec["_bundle"] = boot["bundle"]
+    proc = spec["process"]
+    ns = boot["namespaces"]
+    os.setsid()
+    fifo_fd = os.open(boot["fifo"], os.O_PATH | os.O_CLOEXEC)
+    builder = RootfsBuilder(sysc, spec, boot["rootfs"], boot.get("cgroup_paths") or {})
+    if "mount" in ns:
+        builder.prepare()
+    sync.send(sock, {"type": "hooks"})
+    msg = _wait_reply(sock, "hooks-done")
+    if boot.get("create_container_hooks"):
+        from pallet.runtime import hooks  # only when there are any: it pulls in subprocess
+
+        hooks.run_all(boot["create_container_hooks"], msg["state"], "createContainer")
+    if "mount" in ns:
+        builder.pivot(boot.get("no_pivot", False))
+        builder.finish()
+    elif (spec.get("linux") or {}).get("sysctl"):
+        builder.finish()
+    if spec.get("hostname"):
+        if "uts" not in ns:
+            raise InitError("cannot set hostname without a private uts namespace")
+        sysc.sethostname(spec["hostname"])
+    if spec.get("domainname"):
+        if "uts" not in ns:
+            raise InitError("cannot set domainname without a private uts namespace")
+        sysc.setdomainname(spec["domainname"])
+    pers = (spec.get("linux") or {}).get("personality")
+    if pers:
+        sysc.personality(0x0008 if pers["domain"] == "LINUX32" else 0)
+    process.set_rlimits(proc)
+    process.set_oom_score_adj(proc)
+    process.apply_apparmor(proc)
+    if proc.get("terminal"):
+        _setup_console(sysc, sock, proc)
+    path = process.find_executable(proc["args"][0], proc.get("env") or [])
+    preserve = set(range(3, 3 + boot.get("preserve_fds", 0)))
+    # close what must not reach the container before chdir: a leaked dir fd is a way out (CVE-2024-21626)
+    process.close_fds(preserve | {sock.fileno(), fifo_fd})
+    process.chdir_checked(proc.get("cwd") or "/")
+    sysc.prctl(s.PR_SET_DUMPABLE, 0)
+    sync.send(sock, {"type": "ready"})
+    sock.close()
+    # blocks until `start` opens the fifo for reading (the create/start split)
+    fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo_fd)
+    process.exec_process(sysc, proc, path, preserve)
+
+
+def stage2_exec(sysc: Any, sock: socket.socket, boot: dict[str, Any]) -> None:
+    proc = boot["process"]
+    os.setsid()
+    if "mount" in boot["join"]:
+        os.chdir("/")
+    process.set_rlimits(proc)
+    process.apply_apparmor(proc)
+    if proc.get("terminal"):
+        _setup_console(sysc, sock, proc)
+    path = process.find_executable(proc["args"][0], proc.get("env") or [])
+    preserve = set(range(3, 3 + boot.get("preserve_fds", 0)))
+    process.close_fds(preserve | {sock.fileno()})
+    process.chdir_checked(proc.get("cwd") or "/")
+    sysc.prctl(s.PR_SET_DUMPABLE, 0)
+    # no "ready" here: the socket is close-on-exec, so the runtime's EOF means execve succeeded
+    process.exec_process(sysc, proc, path, preserve | {sock.fileno()})
+
+
+if __name__ == "__main__":
+    main()

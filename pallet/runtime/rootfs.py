@@ -1,0 +1,320 @@
+"""The container's root filesystem, built inside its new mount namespace by the init (stage 2).
+
+Every mount destination is resolved inside the rootfs with symlinks evaluated relative to it and
+`..` clamped at its root (runc's securejoin), then opened O_PATH and checked once more before
+mounting onto /proc/self/fd/N, so a symlink swapped in between cannot redirect the mount
+(CVE-2021-30465). proc and sysfs may only be mounted on real directories (CVE-2019-16884,
+CVE-2023-27561).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Any
+
+from pallet.linux import syscalls as s
+from pallet.runtime import mountopts
+
+DEFAULT_DEVICES = [
+    {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
+    {"path": "/dev/zero", "type": "c", "major": 1, "minor": 5, "fileMode": 0o666},
+    {"path": "/dev/full", "type": "c", "major": 1, "minor": 7, "fileMode": 0o666},
+    {"path": "/dev/random", "type": "c", "major": 1, "minor": 8, "fileMode": 0o666},
+    {"path": "/dev/urandom", "type": "c", "major": 1, "minor": 9, "fileMode": 0o666},
+    {"path": "/dev/tty", "type": "c", "major": 5, "minor": 0, "fileMode": 0o666},
+]
+_MAX_SYMLINKS = 255
+
+
+class RootfsError(Exception):
+    """A failure building the rootfs; carries the path it concerns."""
+
+
+def secure_join(root: str, unsafe: str) -> str:
+    """root + unsafe with every symlink resolved as if root were '/', never leaving root."""
+    parts = [p for p in unsafe.split("/") if p]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            resolved.append(part)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > _MAX_SYMLINKS:
+                raise RootfsError(f"{unsafe}: too many levels of symbolic links")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _within(root: str, path: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _open_checked(root: str, path: str) -> int:
+    """O_PATH fd of path, verified (through /proc) to still lie inside root."""
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    real = os.readlink(f"/proc/self/fd/{fd}")
+    if not _within(root, real):
+        os.close(fd)
+        raise RootfsError(f"mount destination {path} resolves to {real}, outside the container's root")
+    return fd
+
+
+def _make_target(path: str, is_dir: bool) -> None:
+    if is_dir:
+        os.makedirs(path, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not os.path.lexists(path):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+
+class RootfsBuilder:
+    """Builds one container's rootfs; `sys` is the syscall seam."""
+
+    def __init__(self, sys: Any, spec: dict[str, Any], rootfs: str, cgroup_paths: dict[str, str]) -> None:
+        self.sys = sys
+        self.spec = spec
+        self.rootfs = rootfs
+        self.linux = spec.get("linux") or {}
+        self.ns_types = {n["type"]: n.get("path", "") for n in self.linux.get("namespaces") or []}
+        self.cgroup_paths = cgroup_paths
+        self.in_userns = "user" in self.ns_types
+
+    # -- before pivot_root ---------------------------------------------------------------------
+    def prepare(self) -> None:
+        prop = mountopts.PROPAGATION.get(self.linux.get("rootfsPropagation") or "rslave", s.MS_SLAVE | s.MS_REC)
+        # stop our mounts from leaking back to the host (and the host's from reaching us, unless asked)
+        self.sys.mount(None, "/", None, prop)
+        self._make_parent_private(self.rootfs)
+        self.sys.mount(self.rootfs, self.rootfs, None, s.MS_BIND | s.MS_REC)
+        for m in self.spec.get("mounts") or []:
+            self.mount_one(m)
+        if "mount" in self.ns_types:
+            self.create_devices()
+
+    def _make_parent_private(self, path: str) -> None:
+        """pivot_root(2) refuses a new root whose parent mount is shared; make that mount private."""
+        mnt = self._mountpoint_of(path)
+        try:
+            self.sys.mount(None, mnt, None, s.MS_PRIVATE)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _mountpoint_of(path: str) -> str:
+        best = "/"
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mp = line.split()[4].replace("\\040", " ")
+                if _within(mp, path) and len(mp) > len(best):
+                    best = mp
+        return best
+
+    def mount_one(self, m: dict[str, Any]) -> None:
+        dest = m["destination"]
+        if not os.path.isabs(dest):
+            dest = "/" + dest  # runc accepts relative destinations as relative to /
+        typ = m.get("type") or ""
+        options = m.get("options") or []
+        flags, propagation, data = mountopts.parse(options)
+        source = m.get("source") or typ or "none"
+        is_bind = bool(flags & s.MS_BIND) or typ == "bind"
+        target = secure_join(self.rootfs, dest)
+        if typ in ("proc", "sysfs"):
+            if os.path.islink(target) or (os.path.exists(target) and not os.path.isdir(target)):
+                raise RootfsError(f"mount destination {dest} of a {typ} mount must be a directory, not a symlink or file")
+        if typ == "cgroup":
+            return self._mount_cgroup(target, flags)
+        if is_bind:
+            src = source if os.path.isabs(source) else os.path.join(self.spec.get("_bundle", ""), source)
+            if not os.path.exists(src):
+                raise RootfsError(f"bind mount source {src} does not exist")
+            _make_target(target, os.path.isdir(src))
+        else:
+            _make_target(target, True)
+        fd = _open_checked(self.rootfs, target)
+        try:
+            at = f"/proc/self/fd/{fd}"
+            if is_bind:
+                self.sys.mount(src, at, None, s.MS_BIND | (flags & s.MS_REC))
+                # a bind mount ignores other flags; they take a remount (MS_BIND keeps it per-mount)
+                if flags & ~(s.MS_BIND | s.MS_REC):
+                    self._remount(at, flags & ~s.MS_REC | s.MS_BIND)
+            else:
+                try:
+                    self.sys.mount(source, at, typ, flags, data or None)
+                except OSError as e:
+                    if e.errno != errno.EPERM or typ not in ("sysfs", "mqueue"):
+                        raise
+                    # sysfs needs our own netns, mqueue our own ipc ns; without them runc binds the host's
+                    host = "/sys" if typ == "sysfs" else "/dev/mqueue"
+                    self.sys.mount(host, at, None, s.MS_BIND | s.MS_REC)
+                    self._remount(at, flags | s.MS_BIND)
+            for p in propagation:
+                self.sys.mount(None, at, None, p)
+        finally:
+            os.close(fd)
+
+    def _remount(self, at: str, flags: int) -> None:
+        """Remount keeping the locked flags the kernel insists on (nodev/nosuid/noexec set by a userns)."""
+        try:
+            self.sys.mount(None, at, None, s.MS_REMOUNT | flags)
+        except OSError as e:
+            if e.errno != errno.EPERM:
+                raise
+            st = os.statvfs(at)
+            kept = 0
+            for bit, flag in ((os.ST_NOSUID, s.MS_NOSUID), (os.ST_NODEV, s.MS_NODEV), (os.ST_NOEXEC, s.MS_NOEXEC)):
+                if st.f_flag & bit:
+                    kept |= flag
+            self.sys.mount(None, at, None, s.MS_REMOUNT | flags | kept)
+
+    def _mount_cgroup(self, target: str, flags: int) -> None:
+        """cgroup2 on a unified host; on v1, a tmpfs holding one mount a hierarchy of the container's cgroups."""
+        _make_target(target, True)
+        fd = _open_checked(self.rootfs, target)
+        at = f"/proc/self/fd/{fd}"
+        try:
+            own_cgroupns = "cgroup" in self.ns_types
+            if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+                if own_cgroupns:
+                    self.sys.mount("cgroup", at, "cgroup2", flags & ~s.MS_BIND)
+                else:
+                    self.sys.mount(self.cgroup_paths.get("", "/sys/fs/cgroup"), at, None, s.MS_BIND | s.MS_REC)
+                    self._remount(at, flags | s.MS_BIND)
+                return
+            self.sys.mount("tmpfs", at, "tmpfs", s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC, "mode=755")
+            for name in sorted(os.listdir("/sys/fs/cgroup")):
+                host_dir = self.cgroup_paths.get(name) or os.path.join("/sys/fs/cgroup", name)
+                if not os.path.isdir(host_dir) or name == "unified":
+                    continue
+                sub = os.path.join(target, name)
+                os.mkdir(sub)
+                self.sys.mount(host_dir, sub, None, s.MS_BIND | s.MS_REC)
+                self._remount(sub, (flags & s.MS_RDONLY) | s.MS_BIND | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC)
+            if flags & s.MS_RDONLY:
+                self._remount(at, s.MS_RDONLY | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC)
+        finally:
+            os.close(fd)
+
+    def create_devices(self) -> None:
+        devices = list(DEFAULT_DEVICES)
+        seen = {d["path"] for d in devices}
+        for d in self.linux.get("devices") or []:
+            if d["path"] in seen:
+                devices = [x for x in devices if x["path"] != d["path"]]
+            devices.append(d)
+        for d in devices:
+            self._device(d)
+        dev = os.path.join(self.rootfs, "dev")
+        for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                             ("stderr", "/proc/self/fd/2")):  # fmt: skip
+            p = os.path.join(dev, name)
+            if not os.path.lexists(p):
+                os.symlink(target, p)
+        if os.path.exists("/proc/kcore") and not os.path.lexists(os.path.join(dev, "core")):
+            os.symlink("/proc/kcore", os.path.join(dev, "core"))
+        ptmx = os.path.join(dev, "ptmx")
+        if os.path.isdir(os.path.join(dev, "pts")):
+            if os.path.lexists(ptmx):
+                os.unlink(ptmx)
+            os.symlink("pts/ptmx", ptmx)
+
+    def _device(self, d: dict[str, Any]) -> None:
+        path = secure_join(self.rootfs, d["path"])
+        if not _within(os.path.join(self.rootfs, "dev"), path):
+            raise RootfsError(f"device {d['path']} resolves outside the container's /dev")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d["type"]]
+        mode = d.get("fileMode", 0o666) & 0o7777
+        rdev = os.makedev(d.get("major", 0), d.get("minor", 0))
+        if os.path.lexists(path):
+            os.unlink(path)
+        if self.in_userns and kind != stat.S_IFIFO:
+            # mknod is not allowed in a user namespace: bind the host's node instead (as runc does)
+            _make_target(path, False)
+            fd = _open_checked(self.rootfs, path)
+            try:
+                self.sys.mount(d["path"], f"/proc/self/fd/{fd}", None, s.MS_BIND)
+            finally:
+                os.close(fd)
+            return
+        os.mknod(path, kind | mode, rdev)
+        os.chmod(path, mode)  # mknod is subject to umask
+        os.chown(path, d.get("uid", 0), d.get("gid", 0))
+
+    # -- pivot and after ----------------------------------------------------------------------
+    def pivot(self, no_pivot: bool) -> None:
+        if no_pivot:
+            # --no-pivot (ramdisk roots, where pivot_root is impossible): move the root over / and chroot
+            os.chdir(self.rootfs)
+            self.sys.mount(self.rootfs, "/", None, s.MS_MOVE)
+            os.chroot(".")
+            os.chdir("/")
+            return
+        old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+        new = os.open(self.rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fchdir(new)
+            # pivot_root(".", ".") stacks the old root on top of the new one; no put_old dir needed
+            self.sys.pivot_root(".", ".")
+            os.fchdir(old)
+            # make the old root a slave so unmounting it does not propagate to the host
+            self.sys.mount(None, ".", None, s.MS_SLAVE | s.MS_REC)
+            self.sys.umount2(".", s.MNT_DETACH)
+            os.chdir("/")
+        finally:
+            os.close(old)
+            os.close(new)
+
+    def finish(self) -> None:
+        for p in self.linux.get("maskedPaths") or []:
+            self._mask(p)
+        for p in self.linux.get("readonlyPaths") or []:
+            self._readonly(p)
+        if (self.spec.get("root") or {}).get("readonly"):
+            self._remount("/", s.MS_BIND | s.MS_RDONLY)
+        for key, value in (self.linux.get("sysctl") or {}).items():
+            path = "/proc/sys/" + key.replace(".", "/")
+            try:
+                with open(path, "w") as f:
+                    f.write(value)
+            except OSError as e:
+                raise RootfsError(f"sysctl {key}={value}: {e.strerror}") from e
+
+    def _mask(self, path: str) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            return  # masking through a symlink could hide a host path; a symlink in /proc is not data
+        if stat.S_ISDIR(st.st_mode):
+            self.sys.mount("tmpfs", path, "tmpfs", s.MS_RDONLY, None)
+        else:
+            self.sys.mount("/dev/null", path, None, s.MS_BIND)
+
+    def _readonly(self, path: str) -> None:
+        if not os.path.exists(path) or os.path.islink(path):
+            return
+        self.sys.mount(path, path, None, s.MS_BIND | s.MS_REC)
+        self._remount(path, s.MS_BIND | s.MS_RDONLY | s.MS_REC)
