@@ -83,7 +83,11 @@ class _CapHeader(ctypes.Structure):
 
 
 class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
 
 
 def _libc() -> ctypes.CDLL:
@@ -134,7 +138,9 @@ class Syscalls:
     def setns(self, fd: int, nstype: int = 0) -> None:
         _check(self._libc.setns(fd, nstype), "setns")
 
-    def mount(self, source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    def mount(
+        self, source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
+    ) -> None:
         d = _b(data)
         _check(
             self._libc.mount(_b(source), _b(target), _b(fstype), flags, ctypes.c_char_p(d) if d else None),
@@ -166,11 +172,15 @@ class Syscalls:
         return _check(self._libc.memfd_create(name.encode(), flags), "memfd_create")
 
     def pidfd_open(self, pid: int) -> int:
-        return _check(self._libc.syscall(self._nr["pidfd_open"], ctypes.c_int(pid), ctypes.c_uint(0)), "pidfd_open")
+        return _check(
+            self._libc.syscall(self._nr["pidfd_open"], ctypes.c_int(pid), ctypes.c_uint(0)), "pidfd_open"
+        )
 
     def pidfd_send_signal(self, pidfd: int, sig: int) -> None:
         _check(
-            self._libc.syscall(self._nr["pidfd_send_signal"], ctypes.c_int(pidfd), ctypes.c_int(sig), None, ctypes.c_uint(0)),
+            self._libc.syscall(
+                self._nr["pidfd_send_signal"], ctypes.c_int(pidfd), ctypes.c_int(sig), None, ctypes.c_uint(0)
+            ),
             "pidfd_send_signal",
         )
 
@@ -179,7 +189,10 @@ class Syscalls:
         hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
         data = (_CapData * 2)()
         _check(self._libc.capget(ctypes.byref(hdr), ctypes.byref(data)), "capget")
-        return tuple(data[0].__getattribute__(f) | (data[1].__getattribute__(f) << 32) for f in ("effective", "permitted", "inheritable"))  # type: ignore[return-value]
+        return tuple(
+            data[0].__getattribute__(f) | (data[1].__getattribute__(f) << 32)
+            for f in ("effective", "permitted", "inheritable")
+        )  # type: ignore[return-value]
 
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
         hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)

@@ -46,7 +46,9 @@ def load(bundle: str) -> Spec:
 
 
 def _type_error(field: str, want: str, value: Any) -> InvalidArgument:
-    return InvalidArgument(f"config.json: {field}: expected {want}, got {type(value).__name__} {json.dumps(value)[:60]}")
+    return InvalidArgument(
+        f"config.json: {field}: expected {want}, got {type(value).__name__} {json.dumps(value)[:60]}"
+    )
 
 
 def _expect(obj: Any, field: str, typ: type | tuple[type, ...], want: str) -> Any:
@@ -96,7 +98,9 @@ def validate(spec: Any) -> None:
     hooks = _opt(spec, "hooks", "", dict, "an object") or {}
     for kind, entries in hooks.items():
         if kind not in HOOK_KINDS:
-            raise InvalidArgument(f"config.json: hooks.{kind}: unknown hook kind (want one of {', '.join(HOOK_KINDS)})")
+            raise InvalidArgument(
+                f"config.json: hooks.{kind}: unknown hook kind (want one of {', '.join(HOOK_KINDS)})"
+            )
         for i, h in enumerate(_expect(entries, f"hooks.{kind}", list, "a list")):
             f = f"hooks.{kind}[{i}]"
             _expect(h, f, dict, "an object")
@@ -166,7 +170,9 @@ def _validate_linux(linux: dict[str, Any]) -> None:
         t = ns.get("type")
         _expect(t, f + ".type", str, "a string")
         if t not in NAMESPACE_TYPES:
-            raise InvalidArgument(f"config.json: {f}.type: unknown namespace type {t!r} (want one of {', '.join(NAMESPACE_TYPES)})")
+            raise InvalidArgument(
+                f"config.json: {f}.type: unknown namespace type {t!r} (want one of {', '.join(NAMESPACE_TYPES)})"
+            )
         if t in seen:
             raise InvalidArgument(f"config.json: {f}.type: namespace {t!r} listed twice")
         seen.add(t)
@@ -198,17 +204,30 @@ def _validate_linux(linux: dict[str, Any]) -> None:
     _opt(linux, "cgroupsPath", "linux.", str, "a string")
     _opt(linux, "resources", "linux.", dict, "an object")
     prop = _opt(linux, "rootfsPropagation", "linux.", str, "a string")
-    if prop and prop not in ("private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable"):
+    if prop and prop not in (
+        "private",
+        "rprivate",
+        "slave",
+        "rslave",
+        "shared",
+        "rshared",
+        "unbindable",
+        "runbindable",
+    ):
         raise InvalidArgument(f"config.json: linux.rootfsPropagation: unknown propagation {prop!r}")
     pers = _opt(linux, "personality", "linux.", dict, "an object")
     if pers is not None:
         dom = pers.get("domain")
         if dom not in ("LINUX", "LINUX32"):
-            raise InvalidArgument(f"config.json: linux.personality.domain: unknown domain {dom!r} (want LINUX or LINUX32)")
+            raise InvalidArgument(
+                f"config.json: linux.personality.domain: unknown domain {dom!r} (want LINUX or LINUX32)"
+            )
     offsets = _opt(linux, "timeOffsets", "linux.", dict, "an object") or {}
     for clock, off in offsets.items():
         if clock not in ("monotonic", "boottime"):
-            raise InvalidArgument(f"config.json: linux.timeOffsets.{clock}: unknown clock (want monotonic or boottime)")
+            raise InvalidArgument(
+                f"config.json: linux.timeOffsets.{clock}: unknown clock (want monotonic or boottime)"
+            )
         _expect(off, f"linux.timeOffsets.{clock}", dict, "an object")
 
 
@@ -258,12 +277,22 @@ def default_spec(rootless: bool = False) -> Spec:
         linux = spec["linux"]
         linux["uidMappings"] = [{"containerID": 0, "hostID": uid, "size": 1}]
         linux["gidMappings"] = [{"containerID": 0, "hostID": gid, "size": 1}]
-        linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] != "network"] + [{"type": "user"}]
+        linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] != "network"] + [
+            {"type": "user"}
+        ]
         del linux["resources"]
         mounts = [m for m in spec["mounts"] if m["destination"] != "/sys"]
         for m in mounts:
             if m["destination"] == "/dev/pts":
                 m["options"] = [o for o in m["options"] if o != "gid=5"]
-        mounts.insert(5, {"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+        mounts.insert(
+            5,
+            {
+                "destination": "/sys",
+                "type": "none",
+                "source": "/sys",
+                "options": ["rbind", "nosuid", "noexec", "nodev", "ro"],
+            },
+        )
         spec["mounts"] = [m for m in mounts if m["destination"] != "/sys/fs/cgroup"]
     return spec

@@ -22,7 +22,13 @@ def run_all(hooks: list[dict[str, Any]], state: dict[str, Any], kind: str) -> No
         env = dict(e.partition("=")[::2] for e in h.get("env") or [])
         try:
             r = subprocess.run(
-                args, executable=h["path"], input=data, env=env, capture_output=True, timeout=h.get("timeout"), close_fds=True
+                args,
+                executable=h["path"],
+                input=data,
+                env=env,
+                capture_output=True,
+                timeout=h.get("timeout"),
+                close_fds=True,
             )
         except subprocess.TimeoutExpired:
             raise HookError(f"{kind} hook #{i} {h['path']}: timed out after {h['timeout']}s") from None

@@ -18,7 +18,7 @@ from typing import Any
 
 from pallet.linux import syscalls as s
 from pallet.runtime import process, sync
-from pallet.runtime.rootfs import RootfsBuilder, RootfsError
+from pallet.runtime.rootfs import RootfsBuilder
 
 NS_FLAGS = {
     "user": s.CLONE_NEWUSER, "mount": s.CLONE_NEWNS, "pid": s.CLONE_NEWPID, "network": s.CLONE_NEWNET,
@@ -109,7 +109,9 @@ def stage1(sysc: Any, sock: socket.socket, boot: dict[str, Any]) -> None:
             try:
                 sysc.unshare(flags)
             except OSError as e:
-                raise InitError(f"unshare namespaces {', '.join(t for t, p in ns.items() if not p)}: {e.strerror}") from e
+                raise InitError(
+                    f"unshare namespaces {', '.join(t for t, p in ns.items() if not p)}: {e.strerror}"
+                ) from e
         offsets = boot.get("time_offsets")
         if offsets and "time" in ns and not ns["time"]:
             with open("/proc/self/timens_offsets", "w") as f:

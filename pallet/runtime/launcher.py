@@ -47,7 +47,15 @@ def spawn_init(keep_fds: list[int]) -> tuple[int, socket.socket]:
     exe = sealed_interpreter()
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     env = {"PYTHONPATH": _PKG_PARENT, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
-    argv = [sys.executable, "-S", "-s", "-B", "-c", "from pallet.runtime.init import main; main()", str(child.fileno())]
+    argv = [
+        sys.executable,
+        "-S",
+        "-s",
+        "-B",
+        "-c",
+        "from pallet.runtime.init import main; main()",
+        str(child.fileno()),
+    ]
     pid = os.fork()
     if pid == 0:  # after fork, nothing clever: make the fds cross, then exec
         try:

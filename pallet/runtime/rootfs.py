@@ -9,9 +9,11 @@ CVE-2023-27561).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from typing import Any
 
 from pallet.linux import syscalls as s
@@ -78,6 +80,16 @@ def _open_checked(root: str, path: str) -> int:
     return fd
 
 
+@contextlib.contextmanager
+def _checked_path(root: str, path: str) -> Iterator[str]:
+    """A /proc/self/fd path for path, verified inside root and stable while the block runs."""
+    fd = _open_checked(root, path)
+    try:
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
 def _make_target(path: str, is_dir: bool) -> None:
     if is_dir:
         os.makedirs(path, exist_ok=True)
@@ -101,7 +113,9 @@ class RootfsBuilder:
 
     # -- before pivot_root ---------------------------------------------------------------------
     def prepare(self) -> None:
-        prop = mountopts.PROPAGATION.get(self.linux.get("rootfsPropagation") or "rslave", s.MS_SLAVE | s.MS_REC)
+        prop = mountopts.PROPAGATION.get(
+            self.linux.get("rootfsPropagation") or "rslave", s.MS_SLAVE | s.MS_REC
+        )
         # stop our mounts from leaking back to the host (and the host's from reaching us, unless asked)
         self.sys.mount(None, "/", None, prop)
         self._make_parent_private(self.rootfs)
@@ -130,6 +144,15 @@ class RootfsBuilder:
         return best
 
     def mount_one(self, m: dict[str, Any]) -> None:
+        try:
+            self._mount_one(m)
+        except OSError as e:
+            what = m.get("type") or "bind"
+            raise RootfsError(
+                f"mount {what} {m.get('source') or ''} on {m['destination']}: {e.strerror}"
+            ) from e
+
+    def _mount_one(self, m: dict[str, Any]) -> None:
         dest = m["destination"]
         if not os.path.isabs(dest):
             dest = "/" + dest  # runc accepts relative destinations as relative to /
@@ -141,7 +164,9 @@ class RootfsBuilder:
         target = secure_join(self.rootfs, dest)
         if typ in ("proc", "sysfs"):
             if os.path.islink(target) or (os.path.exists(target) and not os.path.isdir(target)):
-                raise RootfsError(f"mount destination {dest} of a {typ} mount must be a directory, not a symlink or file")
+                raise RootfsError(
+                    f"mount destination {dest} of a {typ} mount must be a directory, not a symlink or file"
+                )
         if typ == "cgroup":
             return self._mount_cgroup(target, flags)
         if is_bind:
@@ -151,14 +176,9 @@ class RootfsBuilder:
             _make_target(target, os.path.isdir(src))
         else:
             _make_target(target, True)
-        fd = _open_checked(self.rootfs, target)
-        try:
-            at = f"/proc/self/fd/{fd}"
+        with _checked_path(self.rootfs, target) as at:
             if is_bind:
                 self.sys.mount(src, at, None, s.MS_BIND | (flags & s.MS_REC))
-                # a bind mount ignores other flags; they take a remount (MS_BIND keeps it per-mount)
-                if flags & ~(s.MS_BIND | s.MS_REC):
-                    self._remount(at, flags & ~s.MS_REC | s.MS_BIND)
             else:
                 try:
                     self.sys.mount(source, at, typ, flags, data or None)
@@ -166,13 +186,17 @@ class RootfsBuilder:
                     if e.errno != errno.EPERM or typ not in ("sysfs", "mqueue"):
                         raise
                     # sysfs needs our own netns, mqueue our own ipc ns; without them runc binds the host's
-                    host = "/sys" if typ == "sysfs" else "/dev/mqueue"
-                    self.sys.mount(host, at, None, s.MS_BIND | s.MS_REC)
-                    self._remount(at, flags | s.MS_BIND)
+                    self.sys.mount(
+                        "/sys" if typ == "sysfs" else "/dev/mqueue", at, None, s.MS_BIND | s.MS_REC
+                    )
+                    is_bind = True
+        # the fd above still names the covered directory; the new mount is reached by opening again
+        with _checked_path(self.rootfs, target) as at:
+            if is_bind and flags & ~(s.MS_BIND | s.MS_REC):
+                # a bind mount ignores other flags; they take a remount (MS_BIND keeps it per-mount)
+                self._remount(at, flags & ~s.MS_REC | s.MS_BIND)
             for p in propagation:
                 self.sys.mount(None, at, None, p)
-        finally:
-            os.close(fd)
 
     def _remount(self, at: str, flags: int) -> None:
         """Remount keeping the locked flags the kernel insists on (nodev/nosuid/noexec set by a userns)."""
@@ -183,38 +207,41 @@ class RootfsBuilder:
                 raise
             st = os.statvfs(at)
             kept = 0
-            for bit, flag in ((os.ST_NOSUID, s.MS_NOSUID), (os.ST_NODEV, s.MS_NODEV), (os.ST_NOEXEC, s.MS_NOEXEC)):
+            for bit, flag in (
+                (os.ST_NOSUID, s.MS_NOSUID),
+                (os.ST_NODEV, s.MS_NODEV),
+                (os.ST_NOEXEC, s.MS_NOEXEC),
+            ):
                 if st.f_flag & bit:
                     kept |= flag
             self.sys.mount(None, at, None, s.MS_REMOUNT | flags | kept)
 
     def _mount_cgroup(self, target: str, flags: int) -> None:
-        """cgroup2 on a unified host; on v1, a tmpfs holding one mount a hierarchy of the container's cgroups."""
+        """cgroup2 on a unified host; on v1, a tmpfs holding a bind of the container's cgroup a hierarchy."""
         _make_target(target, True)
-        fd = _open_checked(self.rootfs, target)
-        at = f"/proc/self/fd/{fd}"
-        try:
-            own_cgroupns = "cgroup" in self.ns_types
-            if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-                if own_cgroupns:
-                    self.sys.mount("cgroup", at, "cgroup2", flags & ~s.MS_BIND)
-                else:
-                    self.sys.mount(self.cgroup_paths.get("", "/sys/fs/cgroup"), at, None, s.MS_BIND | s.MS_REC)
-                    self._remount(at, flags | s.MS_BIND)
+        unified = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        with _checked_path(self.rootfs, target) as at:
+            if unified and "cgroup" in self.ns_types:
+                self.sys.mount("cgroup", at, "cgroup2", flags & ~s.MS_BIND)
                 return
-            self.sys.mount("tmpfs", at, "tmpfs", s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC, "mode=755")
+            if unified:
+                self.sys.mount(self.cgroup_paths.get("", "/sys/fs/cgroup"), at, None, s.MS_BIND | s.MS_REC)
+            else:
+                self.sys.mount("tmpfs", at, "tmpfs", s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC, "mode=755")
+        if not unified:
             for name in sorted(os.listdir("/sys/fs/cgroup")):
                 host_dir = self.cgroup_paths.get(name) or os.path.join("/sys/fs/cgroup", name)
-                if not os.path.isdir(host_dir) or name == "unified":
+                if name == "unified" or not os.path.isdir(host_dir):
                     continue
                 sub = os.path.join(target, name)
                 os.mkdir(sub)
                 self.sys.mount(host_dir, sub, None, s.MS_BIND | s.MS_REC)
                 self._remount(sub, (flags & s.MS_RDONLY) | s.MS_BIND | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC)
-            if flags & s.MS_RDONLY:
-                self._remount(at, s.MS_RDONLY | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC)
-        finally:
-            os.close(fd)
+        if unified or flags & s.MS_RDONLY:
+            with _checked_path(self.rootfs, target) as at:
+                self._remount(
+                    at, (flags & s.MS_RDONLY) | s.MS_BIND * unified | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC
+                )
 
     def create_devices(self) -> None:
         devices = list(DEFAULT_DEVICES)

@@ -1,0 +1,515 @@
+"""pallet-runtime: the OCI runtime command line, runc-compatible (verbs, flags, exit codes, JSON).
+
+Each verb is a short function over pallet.runtime.container.Runtime. Errors print one line to
+stderr (and, with --log, a JSON or text record that containerd's shim reads) and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from pallet import __version__
+from pallet.errors import InvalidArgument, PalletError
+from pallet.oci.runtime_spec import OCI_VERSION
+
+
+class _Log:
+    """runc's --log/--log-format: one record a line; containerd reads the last error from it."""
+
+    def __init__(self, path: str | None, fmt: str, debug: bool) -> None:
+        self.path, self.fmt, self.debug = path, fmt, debug
+
+    def __call__(self, level: str, msg: str) -> None:
+        if level == "debug" and not self.debug:
+            return
+        if self.path:
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            line = (
+                json.dumps({"level": level, "msg": msg, "time": now})
+                if self.fmt == "json"
+                else f'time="{now}" level={level} msg="{msg}"'
+            )
+            try:
+                with open(self.path, "a") as f:
+                    f.write(line + "\n")
+            except OSError:
+                pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pallet-runtime", description="Pallet's OCI runtime (runc-compatible)")
+    p.add_argument("--root", default=None, help="state directory (default /run/pallet-runtime)")
+    p.add_argument("--log", default=None, help="log file (default: stderr only)")
+    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--systemd-cgroup", action="store_true", help="use systemd to manage cgroups")
+    p.add_argument("--criu", help=argparse.SUPPRESS)
+    p.add_argument("--rootless", default="auto", help=argparse.SUPPRESS)
+    p.add_argument("-v", "--version", action="store_true")
+    sub = p.add_subparsers(dest="verb", metavar="COMMAND")
+
+    def create_flags(c: argparse.ArgumentParser) -> None:
+        c.add_argument("-b", "--bundle", default=".")
+        c.add_argument("--pid-file")
+        c.add_argument("--console-socket")
+        c.add_argument("--preserve-fds", type=int, default=0)
+        c.add_argument("--no-pivot", action="store_true")
+        c.add_argument("--no-new-keyring", action="store_true")
+        c.add_argument("id")
+
+    create_flags(sub.add_parser("create", help="create a container"))
+    r = sub.add_parser("run", help="create and start a container")
+    create_flags(r)
+    r.add_argument("-d", "--detach", action="store_true")
+    r.add_argument("--keep", action="store_true", help="do not delete the container after it exits")
+    sub.add_parser("start", help="start a created container").add_argument("id")
+    st = sub.add_parser("state", help="print a container's state as JSON")
+    st.add_argument("id")
+    k = sub.add_parser("kill", help="send a signal to a container's init")
+    k.add_argument("-a", "--all", action="store_true")
+    k.add_argument("id")
+    k.add_argument("signal", nargs="?", default="SIGTERM")
+    d = sub.add_parser("delete", help="delete a container")
+    d.add_argument("-f", "--force", action="store_true")
+    d.add_argument("id")
+    ls = sub.add_parser("list", help="list containers")
+    ls.add_argument("-q", "--quiet", action="store_true")
+    ls.add_argument("-f", "--format", default="table", choices=["table", "json"])
+    ps = sub.add_parser("ps", help="processes running in a container")
+    ps.add_argument("-f", "--format", default="table", choices=["table", "json"])
+    ps.add_argument("id")
+    ps.add_argument("ps_args", nargs=argparse.REMAINDER)
+    e = sub.add_parser("exec", help="run a process in a running container")
+    e.add_argument("-p", "--process")
+    e.add_argument("-t", "--tty", action="store_true")
+    e.add_argument("--console-socket")
+    e.add_argument("--cwd")
+    e.add_argument("-e", "--env", action="append", default=[])
+    e.add_argument("-u", "--user")
+    e.add_argument("--additional-gids", "-g", action="append", default=[])
+    e.add_argument("-c", "--cap", action="append", default=[])
+    e.add_argument("--no-new-privs", action="store_true")
+    e.add_argument("--apparmor")
+    e.add_argument("--process-label")
+    e.add_argument("-d", "--detach", action="store_true")
+    e.add_argument("--pid-file")
+    e.add_argument("--preserve-fds", type=int, default=0)
+    e.add_argument("--ignore-paused", action="store_true")
+    e.add_argument("id")
+    e.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("pause", help="freeze every process of a container").add_argument("id")
+    sub.add_parser("resume", help="thaw a paused container").add_argument("id")
+    sp = sub.add_parser("spec", help="write a default config.json")
+    sp.add_argument("--rootless", action="store_true")
+    sp.add_argument("-b", "--bundle", default=".")
+    sub.add_parser("features", help="what this runtime supports, as JSON")
+    ev = sub.add_parser("events", help="resource usage and OOM events of a container")
+    ev.add_argument("--stats", action="store_true")
+    ev.add_argument("--interval", default="5s")
+    ev.add_argument("id")
+    up = sub.add_parser("update", help="change the resource limits of a running container")
+    up.add_argument("-r", "--resources")
+    for flag in ("--memory", "--memory-reservation", "--memory-swap", "--kernel-memory", "--kernel-memory-tcp",
+                 "--cpu-shares", "--cpu-quota", "--cpu-period", "--cpu-burst", "--cpu-rt-period", "--cpu-rt-runtime",
+                 "--cpuset-cpus", "--cpuset-mems", "--blkio-weight", "--pids-limit", "--l3-cache-schema", "--mem-bw-schema"):  # fmt: skip
+        up.add_argument(flag)
+    up.add_argument("id")
+    return p
+
+
+def default_root() -> str:
+    if os.geteuid() != 0:
+        return os.path.join(
+            os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.geteuid()}", "pallet-runtime"
+        )
+    return "/run/pallet-runtime"
+
+
+def parse_signal(text: str) -> int:
+    t = text.upper()
+    if t.isdigit():
+        n = int(t)
+        if 0 < n < signal.NSIG:
+            return n
+        raise InvalidArgument(f"invalid signal {text!r}")
+    name = t if t.startswith("SIG") else "SIG" + t
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise InvalidArgument(f"invalid signal {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.version:
+        print(f"pallet-runtime version {__version__}\nspec: {OCI_VERSION}")
+        return 0
+    if not args.verb:
+        _parser().print_help()
+        return 1
+    log = _Log(args.log, args.log_format, args.debug)
+    from pallet.runtime.container import Options, Runtime
+
+    rt = Runtime(
+        Options(
+            root=args.root or default_root(), systemd_cgroup=args.systemd_cgroup, debug=args.debug, log=log
+        )
+    )
+    try:
+        return int(VERBS[args.verb](rt, args) or 0)
+    except PalletError as e:
+        return _fail(log, str(e), e if args.debug else None)
+    except OSError as e:
+        return _fail(
+            log, f"{e.strerror or e}{' ' + str(e.filename) if e.filename else ''}", e if args.debug else None
+        )
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(log: _Log, msg: str, exc: BaseException | None) -> int:
+    if exc is not None:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    log("error", msg)
+    print(f"pallet-runtime: {msg}", file=sys.stderr)
+    return 1
+
+
+def _create_request(args: argparse.Namespace, foreground: bool = False) -> Any:
+    from pallet.runtime.container import CreateRequest
+
+    return CreateRequest(
+        container_id=args.id,
+        bundle=args.bundle,
+        pid_file=os.path.abspath(args.pid_file) if args.pid_file else None,
+        console_socket=args.console_socket,
+        preserve_fds=args.preserve_fds,
+        no_pivot=args.no_pivot,
+        no_new_keyring=args.no_new_keyring,
+        foreground_console=foreground,
+    )
+
+
+def cmd_create(rt: Any, args: argparse.Namespace) -> int:
+    rt.create(_create_request(args))
+    return 0
+
+
+def cmd_start(rt: Any, args: argparse.Namespace) -> int:
+    rt.start(args.id)
+    return 0
+
+
+def cmd_run(rt: Any, args: argparse.Namespace) -> int:
+    from pallet.runtime import container, terminal
+
+    foreground = not args.detach
+    st, sd, master = rt.create(
+        _create_request(args, foreground=foreground and not args.console_socket), subreaper=foreground
+    )
+    try:
+        rt.start(args.id)
+    except BaseException:
+        rt.delete(args.id, force=True)
+        raise
+    if args.detach:
+        return 0
+    try:
+        if master is not None:
+            r, w = os.pipe()
+            code = 0
+            import threading
+
+            def waiter() -> None:
+                nonlocal code
+                code = container.wait_for(st.pid, st.pid, w)
+
+            # the reaper blocks in waitpid; the relay is driven by the pty and the wakeup pipe
+            with terminal.raw_stdin():
+                signal.signal(signal.SIGINT, lambda *_: None)
+                t = threading.Thread(target=waiter, daemon=True)
+                t.start()
+                terminal.relay(master, r)
+                t.join()
+            return code
+        return container.wait_for(st.pid, st.pid)
+    finally:
+        if not args.keep:
+            try:
+                rt.delete(args.id, force=True)
+            except PalletError:
+                pass
+
+
+def cmd_state(rt: Any, args: argparse.Namespace) -> int:
+    print(json.dumps(rt.state(args.id), indent=2))
+    return 0
+
+
+def cmd_kill(rt: Any, args: argparse.Namespace) -> int:
+    rt.kill(args.id, parse_signal(args.signal), all_processes=args.all)
+    return 0
+
+
+def cmd_delete(rt: Any, args: argparse.Namespace) -> int:
+    rt.delete(args.id, force=args.force)
+    return 0
+
+
+def cmd_list(rt: Any, args: argparse.Namespace) -> int:
+    from pallet.runtime.state import list_ids
+
+    states = []
+    for cid in list_ids(rt.opts.root):
+        try:
+            states.append(rt.state(cid))
+        except PalletError:
+            continue
+    if args.quiet:
+        for s in states:
+            print(s["id"])
+    elif args.format == "json":
+        print(json.dumps(states))
+    else:
+        rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
+        rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"]) for s in states]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_ps(rt: Any, args: argparse.Namespace) -> int:
+    st, _sd, _status = rt.load(args.id)
+    mgr = rt._cgroup(st)
+    pids = (
+        sorted(mgr.pids()) if mgr is not None and mgr.exists() else ([st.pid] if _status != "stopped" else [])
+    )
+    if args.format == "json":
+        print(json.dumps(pids))
+        return 0
+    import subprocess
+
+    ps_args = [a for a in args.ps_args if a != "--"] or ["-ef"]
+    out = subprocess.run(["ps", *ps_args], capture_output=True, text=True, check=True).stdout.splitlines()
+    header = out[0]
+    try:
+        col = header.split().index("PID")
+    except ValueError:
+        raise InvalidArgument(f"ps {' '.join(ps_args)}: output has no PID column") from None
+    print(header)
+    for line in out[1:]:
+        fields = line.split()
+        if len(fields) > col and fields[col].isdigit() and int(fields[col]) in pids:
+            print(line)
+    return 0
+
+
+def _exec_process(rt: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from pallet.runtime import container
+
+    if args.process:
+        return container.load_process_file(args.process)
+    if not args.args:
+        raise InvalidArgument("exec: give --process FILE or the command to run")
+    st, _sd, _ = rt.load(args.id)
+    proc = json.loads(json.dumps(st.config.get("process") or {}))
+    proc["args"] = [a for a in args.args if a != "--"] if args.args[0] == "--" else args.args
+    proc["terminal"] = args.tty
+    if args.cwd:
+        proc["cwd"] = args.cwd
+    proc["env"] = (proc.get("env") or []) + args.env
+    if args.user:
+        uid, _, gid = args.user.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise InvalidArgument(f"--user {args.user!r}: want UID[:GID] as numbers")
+        proc["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+    if args.additional_gids:
+        proc.setdefault("user", {})["additionalGids"] = [int(g) for g in args.additional_gids]
+    if args.cap:
+        capsets = proc.setdefault("capabilities", {})
+        for name in args.cap:
+            for s in ("bounding", "effective", "permitted", "ambient"):
+                capsets.setdefault(s, [])
+                if name not in capsets[s]:
+                    capsets[s].append(name)
+    if args.no_new_privs:
+        proc["noNewPrivileges"] = True
+    if args.apparmor:
+        proc["apparmorProfile"] = args.apparmor
+    return proc
+
+
+def cmd_exec(rt: Any, args: argparse.Namespace) -> int:
+    from pallet.runtime import container, terminal
+
+    proc = _exec_process(rt, args)
+    foreground = not args.detach
+    relay = foreground and bool(proc.get("terminal")) and not args.console_socket
+    pid, master = rt.exec(
+        args.id,
+        proc,
+        console_socket=args.console_socket,
+        pid_file=os.path.abspath(args.pid_file) if args.pid_file else None,
+        preserve_fds=args.preserve_fds,
+        foreground=foreground,
+        relay_console=relay,
+    )
+    if not foreground:
+        return 0
+    if master is not None:
+        import threading
+
+        r, w = os.pipe()
+        code = 0
+
+        def waiter() -> None:
+            nonlocal code
+            code = container.wait_for(pid, pid, w)
+
+        with terminal.raw_stdin():
+            t = threading.Thread(target=waiter, daemon=True)
+            t.start()
+            terminal.relay(master, r)
+            t.join()
+        return code
+    return container.wait_for(pid, pid)
+
+
+def cmd_pause(rt: Any, args: argparse.Namespace) -> int:
+    rt.pause(args.id)
+    return 0
+
+
+def cmd_resume(rt: Any, args: argparse.Namespace) -> int:
+    rt.resume(args.id)
+    return 0
+
+
+def cmd_spec(rt: Any, args: argparse.Namespace) -> int:
+    from pallet.oci.runtime_spec import default_spec
+
+    path = os.path.join(args.bundle, "config.json")
+    if os.path.exists(path):
+        raise InvalidArgument(f"{path} exists: remove it first")
+    with open(path, "w") as f:
+        json.dump(default_spec(args.rootless), f, indent=2)
+        f.write("\n")
+    return 0
+
+
+def cmd_features(rt: Any, args: argparse.Namespace) -> int:
+    from pallet.oci.runtime_spec import HOOK_KINDS
+    from pallet.runtime import caps, mountopts
+    from pallet.runtime.init import NS_FLAGS
+
+    features = {
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": OCI_VERSION,
+        "hooks": list(HOOK_KINDS),
+        "mountOptions": sorted(set(mountopts.FLAGS) | set(mountopts.PROPAGATION)),
+        "linux": {
+            "namespaces": sorted(NS_FLAGS),
+            "capabilities": caps.NAMES[: caps.last_cap() + 1],
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": False},
+            "apparmor": {"enabled": os.path.exists("/sys/kernel/security/apparmor")},
+            "selinux": {"enabled": False},
+            "mountExtensions": {"idmap": {"enabled": False}},
+        },
+        "annotations": {"org.opencontainers.runtime-spec.features": "pallet-runtime"},
+    }
+    print(json.dumps(features, indent=2))
+    return 0
+
+
+def cmd_events(rt: Any, args: argparse.Namespace) -> int:
+    st, _sd, status = rt.load(args.id)
+    mgr = rt._cgroup(st)
+    if mgr is None or not mgr.exists():
+        raise InvalidArgument(f"container {args.id!r}: events: it has no cgroup ({status})")
+    if args.stats:
+        print(json.dumps({"type": "stats", "id": args.id, "data": mgr.stats()}))
+        return 0
+    interval = _duration(args.interval)
+    while rt.load(args.id)[2] != "stopped":
+        print(json.dumps({"type": "stats", "id": args.id, "data": mgr.stats()}), flush=True)
+        time.sleep(interval)
+    return 0
+
+
+def _duration(text: str) -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for u in ("ms", "s", "m", "h"):
+        if text.endswith(u) and text[: -len(u)].replace(".", "", 1).isdigit():
+            return float(text[: -len(u)]) * units[u]
+    raise InvalidArgument(f"--interval {text!r}: want a duration like 5s or 500ms")
+
+
+def cmd_update(rt: Any, args: argparse.Namespace) -> int:
+    st, _sd, status = rt.load(args.id)
+    if status == "stopped":
+        raise InvalidArgument(f"container {args.id!r}: cannot update: it is stopped")
+    if args.resources:
+        try:
+            data = sys.stdin.read() if args.resources == "-" else open(args.resources).read()
+            res = json.loads(data)
+        except (OSError, ValueError) as e:
+            raise InvalidArgument(f"--resources {args.resources}: {e}") from None
+    else:
+        res = _resources_from_flags(args)
+    rt._cgroup(st).set(res)
+    return 0
+
+
+def _resources_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    def num(v: str | None, flag: str) -> int | None:
+        if v is None:
+            return None
+        try:
+            return _size(v)
+        except ValueError:
+            raise InvalidArgument(f"{flag} {v!r}: not a number") from None
+
+    res: dict[str, Any] = {}
+    mem = {k: num(getattr(args, a), f) for k, a, f in (("limit", "memory", "--memory"), ("reservation", "memory_reservation", "--memory-reservation"), ("swap", "memory_swap", "--memory-swap"))}  # fmt: skip
+    if any(v is not None for v in mem.values()):
+        res["memory"] = {k: v for k, v in mem.items() if v is not None}
+    cpu = {k: num(getattr(args, a), f) for k, a, f in (("shares", "cpu_shares", "--cpu-shares"), ("quota", "cpu_quota", "--cpu-quota"), ("period", "cpu_period", "--cpu-period"), ("burst", "cpu_burst", "--cpu-burst"), ("realtimePeriod", "cpu_rt_period", "--cpu-rt-period"), ("realtimeRuntime", "cpu_rt_runtime", "--cpu-rt-runtime"))}  # fmt: skip
+    cpu = {k: v for k, v in cpu.items() if v is not None}
+    if args.cpuset_cpus is not None:
+        cpu["cpus"] = args.cpuset_cpus
+    if args.cpuset_mems is not None:
+        cpu["mems"] = args.cpuset_mems
+    if cpu:
+        res["cpu"] = cpu
+    if args.pids_limit is not None:
+        res["pids"] = {"limit": num(args.pids_limit, "--pids-limit")}
+    if args.blkio_weight is not None:
+        res["blockIO"] = {"weight": num(args.blkio_weight, "--blkio-weight")}
+    return res
+
+
+def _size(v: str) -> int:
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = v.strip().lower().rstrip("b")
+    if t and t[-1] in mult:
+        return int(float(t[:-1]) * mult[t[-1]])
+    return int(t)
+
+
+VERBS = {
+    "create": cmd_create, "start": cmd_start, "run": cmd_run, "state": cmd_state, "kill": cmd_kill,
+    "delete": cmd_delete, "list": cmd_list, "ps": cmd_ps, "exec": cmd_exec, "pause": cmd_pause,
+    "resume": cmd_resume, "spec": cmd_spec, "features": cmd_features, "events": cmd_events, "update": cmd_update,
+}  # fmt: skip
+
+if __name__ == "__main__":
+    sys.exit(main())
