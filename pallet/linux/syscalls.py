@@ -189,10 +189,11 @@ class Syscalls:
         hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
         data = (_CapData * 2)()
         _check(self._libc.capget(ctypes.byref(hdr), ctypes.byref(data)), "capget")
-        return tuple(
-            data[0].__getattribute__(f) | (data[1].__getattribute__(f) << 32)
+        e, p, inh = (
+            int(getattr(data[0], f)) | (int(getattr(data[1], f)) << 32)
             for f in ("effective", "permitted", "inheritable")
-        )  # type: ignore[return-value]
+        )
+        return e, p, inh
 
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
         hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)

@@ -38,7 +38,7 @@ def load(bundle: str) -> Spec:
     except IsADirectoryError:
         raise InvalidArgument(f"{path}: is a directory") from None
     try:
-        spec = json.loads(raw)
+        spec: Spec = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidArgument(f"{path}: malformed JSON: {e}") from None
     validate(spec)
