@@ -1,0 +1,129 @@
+"""docker's output conventions: human sizes and durations (go-units), tab-aligned tables
+(text/tabwriter with docker's settings) and a small subset of Go templates for ``--format``.
+
+Supported template actions: ``{{.Field}}``, ``{{.A.B}}``, ``{{json .}}``, ``{{json .Field}}``,
+``{{.}}``; a leading ``table`` prints a header row; ``\\t`` in a format is a tab, as in docker.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from pallet.errors import InvalidArgument
+
+_DECIMAL = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
+_ACTION = re.compile(r"\{\{\s*(json\s+)?(\.[\w.]*)\s*\}\}")
+
+
+def human_size(size: float, precision: int = 4) -> str:
+    """go-units HumanSizeWithPrecision: decimal units, ``precision`` significant digits."""
+    i = 0
+    while size >= 1000 and i < len(_DECIMAL) - 1:
+        size /= 1000
+        i += 1
+    return f"{size:.{precision}g}{_DECIMAL[i]}"
+
+
+def human_duration(seconds: float) -> str:
+    """go-units HumanDuration, the words docker prints before "ago"."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(seconds / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def since(when: datetime | None) -> str:
+    if when is None:
+        return "N/A"
+    return human_duration((datetime.now(UTC) - when).total_seconds()) + " ago"
+
+
+def ellipsis(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def tabwrite(rows: list[list[str]]) -> str:
+    """text/tabwriter as docker configures it: minwidth 10, padding 3; the last column is not padded."""
+    if not rows:
+        return ""
+    ncols = max(len(r) for r in rows)
+    widths = [0] * ncols
+    for r in rows:
+        for i, cell in enumerate(r[:-1]):
+            widths[i] = max(widths[i], len(cell) + 3, 10)
+    lines = []
+    for r in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(r[:-1])] + r[-1:]
+        lines.append("".join(cells).rstrip() if not r[-1] else "".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def _lookup(obj: Any, path: str) -> Any:
+    for part in [p for p in path.split(".") if p]:
+        if isinstance(obj, dict) and part in obj:
+            obj = obj[part]
+        else:
+            raise InvalidArgument(f'template: can\'t evaluate field "{part}"')
+    return obj
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + " ".join(_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "map[" + " ".join(f"{k}:{_text(v)}" for k, v in sorted(value.items())) + "]"
+    return str(value)
+
+
+def render(template: str, obj: Any) -> str:
+    """Execute the supported Go-template subset against a dict."""
+    if "{{" in _ACTION.sub("", template):
+        raise InvalidArgument(f'template: unsupported action in "{template}"')
+
+    def action(m: re.Match[str]) -> str:
+        value = _lookup(obj, m.group(2))
+        return json.dumps(value) if m.group(1) else _text(value)
+
+    return _ACTION.sub(action, template.replace("\\t", "\t").replace("\\n", "\n"))
+
+
+def print_rows(fmt: str | None, default: str, headers: dict[str, str], rows: list[dict[str, Any]]) -> str:
+    """Rows as docker prints them for ``--format``: ``table …`` (default), ``json`` or a template."""
+    fmt = fmt or default
+    if fmt == "json":
+        return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
+    if fmt.startswith("table"):
+        body = fmt[len("table") :].strip() or default[len("table") :].strip()
+        header = _ACTION.sub(
+            lambda m: headers.get(m.group(2).lstrip("."), m.group(2).lstrip(".").upper()), body
+        )
+        lines = [header.replace("\\t", "\t")] + [render(body, r) for r in rows]
+        return tabwrite([line.split("\t") for line in lines])
+    return "".join(render(fmt, r) + "\n" for r in rows)

@@ -1,0 +1,191 @@
+"""Root filesystems in and out of images, and a writable snapshot turned into a layer:
+``import`` (rootfs tar → one-layer image), ``export`` (snapshot → rootfs tar), ``commit`` and ``diff``.
+
+``commit``, ``diff`` and ``export`` take a snapshot key; a container is one such key (its writable
+snapshot, labelled with its image), so the engine passes its container's key here.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pallet.errors import InvalidArgument, NotFound
+from pallet.image.diff import dir_changes, write_tar
+from pallet.image.images import IMAGE_LABEL, Image, Images, now_rfc3339
+from pallet.image.layers import compression_of, uncompressed_digest
+from pallet.image.mount import mounted
+from pallet.oci import image as oci
+from pallet.oci.digest import Digest
+from pallet.oci.reference import Reference, parse_tagged
+
+# the Dockerfile instructions docker accepts in `import -c` and `commit -c`
+CHANGE_KEYS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "USER", "WORKDIR", "VOLUME", "STOPSIGNAL")
+
+
+def apply_changes(config: dict[str, Any], changes: list[str]) -> dict[str, Any]:
+    """A container config with Dockerfile-style changes applied (``CMD ["sh"]``, ``ENV A=b``, ...)."""
+    cfg: dict[str, Any] = json.loads(json.dumps(config))
+    for change in changes:
+        word, _, rest = change.strip().partition(" ")
+        word, rest = word.upper(), rest.strip()
+        if word not in CHANGE_KEYS or not rest:
+            raise InvalidArgument(
+                f'invalid change "{change}": want one of {", ".join(CHANGE_KEYS)} with a value'
+            )
+        if word in ("CMD", "ENTRYPOINT"):
+            if rest.startswith("["):
+                try:
+                    argv = json.loads(rest)
+                except ValueError as e:
+                    raise InvalidArgument(f'invalid change "{change}": {e}') from e
+                if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+                    raise InvalidArgument(f'invalid change "{change}": want a list of strings')
+            else:
+                argv = ["/bin/sh", "-c", rest]
+            cfg["Cmd" if word == "CMD" else "Entrypoint"] = argv
+        elif word in ("ENV", "LABEL"):
+            pairs = shlex.split(rest)
+            if word == "ENV" and len(pairs) == 2 and "=" not in pairs[0]:
+                pairs = [f"{pairs[0]}={pairs[1]}"]  # the old `ENV KEY value` form
+            for pair in pairs:
+                k, eq, v = pair.partition("=")
+                if not eq or not k:
+                    raise InvalidArgument(f'invalid change "{change}": want KEY=value')
+                if word == "ENV":
+                    env = [e for e in cfg.get("Env") or [] if not e.startswith(k + "=")]
+                    cfg["Env"] = [*env, f"{k}={v}"]
+                else:
+                    cfg["Labels"] = (cfg.get("Labels") or {}) | {k: v}
+        elif word in ("EXPOSE", "VOLUME"):
+            field = "ExposedPorts" if word == "EXPOSE" else "Volumes"
+            items = json.loads(rest) if rest.startswith("[") else rest.split()
+            for item in items:
+                name = str(item) if word == "VOLUME" or "/" in str(item) else f"{item}/tcp"
+                cfg[field] = (cfg.get(field) or {}) | {name: {}}
+        else:
+            cfg[{"USER": "User", "WORKDIR": "WorkingDir", "STOPSIGNAL": "StopSignal"}[word]] = rest
+    return cfg
+
+
+def _record(
+    images: Images,
+    parent: Image | None,
+    blob: Digest,
+    media_type: str,
+    diff_id: Digest,
+    history: oci.History,
+    container_config: dict[str, Any],
+    tags: list[Reference],
+) -> Image:
+    """Write config and manifest for ``parent``'s layers plus one new one, and record the image."""
+    platform = oci.Platform.host()
+    base = parent.config if parent is not None else None
+    config = oci.ImageConfig(
+        architecture=base.architecture if base else platform.architecture,
+        os=base.os if base else platform.os,
+        diff_ids=[*(base.diff_ids if base else []), diff_id],
+        config=container_config,
+        history=[*(base.history if base else []), history],
+        created=history.created,
+        author=history.author,
+        variant=base.variant if base else platform.variant,
+    )
+    config_bytes = config.to_bytes()
+    docker = parent is not None and parent.manifest.media_type == oci.DOCKER_MANIFEST
+    config_desc = oci.Descriptor(
+        oci.DOCKER_CONFIG if docker else oci.OCI_CONFIG, images.content.put(config_bytes), len(config_bytes)
+    )
+    layer = oci.Descriptor(media_type, blob, images.content.info(blob).size)
+    layers = [*(parent.manifest.layers if parent else []), layer]
+    manifest = oci.Manifest(oci.DOCKER_MANIFEST if docker else oci.OCI_MANIFEST, config_desc, layers)
+    return images.create(images.content.put(manifest.to_bytes()), tags)
+
+
+def import_rootfs(
+    images: Images, source: Path, tag: str | None = None, message: str = "", changes: list[str] | None = None
+) -> Image:
+    """docker import: a rootfs tar (plain, gzip or zstd) becomes a one-layer image."""
+    tags = [parse_tagged(tag)] if tag else []
+    kind = compression_of(source)
+    try:
+        with open(source, "rb") as f:
+            blob = images.content.ingest(f)
+        diff_id, _ = uncompressed_digest(images.content.path(blob))
+        history = oci.History(
+            now_rfc3339(), "pallet import", comment=message or f"Imported from {source.name}"
+        )
+        cfg = apply_changes({}, changes or [])
+        if kind == "":
+            media = oci.OCI_LAYER
+        else:
+            media = oci.OCI_LAYER_BY_COMPRESSION[kind]
+        return _record(images, None, blob, media, diff_id, history, cfg, tags)
+    except BaseException:
+        images.gc()  # the blob of an image that was never recorded
+        raise
+
+
+def _image_of(images: Images, key: str) -> Image | None:
+    image_id = images.snapshots.stat(key).labels.get(IMAGE_LABEL)
+    if image_id is None:
+        return None
+    try:
+        return images.get(image_id)
+    except NotFound:
+        return None
+
+
+def commit(
+    images: Images,
+    key: str,
+    tag: str | None = None,
+    message: str = "",
+    author: str = "",
+    changes: list[str] | None = None,
+) -> Image:
+    """docker commit: the snapshot's changes (deletions as whiteouts) become a layer on its image."""
+    tags = [parse_tagged(tag)] if tag else []
+    parent = _image_of(images, key)
+    root, found = images.snapshots.changes(key)
+    w = images.content.writer(f"commit-{key}")
+    w.abort()
+    with images.content.writer(f"commit-{key}") as w:
+        write_tar(found, root, w)  # type: ignore[arg-type]
+        blob = w.commit()
+    try:
+        cfg = apply_changes(parent.config.config if parent else {}, changes or [])
+        history = oci.History(now_rfc3339(), "pallet commit", author, message)
+        docker = parent is not None and parent.manifest.media_type == oci.DOCKER_MANIFEST
+        media = oci.DOCKER_LAYER if docker else oci.OCI_LAYER
+        return _record(images, parent, blob, media, blob, history, cfg, tags)
+    except BaseException:
+        images.gc()
+        raise
+
+
+def diff(images: Images, key: str) -> list[tuple[str, str]]:
+    """docker diff: (A|C|D, /path) for each change in the snapshot."""
+    _, found = images.snapshots.changes(key)
+    return [(c.kind, "/" + c.path) for c in found]
+
+
+def export(images: Images, key: str, out: BinaryIO) -> None:
+    """docker export: the snapshot's whole filesystem as one tar."""
+    mounts = images.snapshots.mounts(key)
+    if len(mounts) == 1 and mounts[0].type == "bind":
+        root = Path(mounts[0].source)  # a plain directory already: no need to mount
+        write_tar(dir_changes(None, root), root, out)
+        return
+    tmp_root = images.root / "tmp"
+    tmp_root.mkdir(exist_ok=True)
+    target = Path(tempfile.mkdtemp(prefix="export-", dir=tmp_root))
+    try:
+        with mounted(mounts, target):
+            write_tar(dir_changes(None, target), target, out)
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
