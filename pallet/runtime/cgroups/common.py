@@ -131,13 +131,19 @@ def signal_all(pids: Iterable[int], sig: int) -> None:
             pass
 
 
+# os.mkdir and os.rmdir, named here so that unit tests can stand cgroupfs-like ones in for them: the
+# kernel fills a new cgroup directory with its control files, and removes one with its files in it
+mkdir = os.mkdir
+rmdir = os.rmdir
+
+
 def remove_tree(directory: str, what: str, timeout: float = 5.0) -> None:
     """rmdir a cgroup and its children, deepest first; EBUSY is retried while exiting tasks drain."""
     deadline = time.monotonic() + timeout
     for d in list(walk_dirs(directory)):
         while True:
             try:
-                os.rmdir(d)
+                rmdir(d)
                 break
             except FileNotFoundError:
                 break

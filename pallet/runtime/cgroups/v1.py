@@ -12,12 +12,14 @@ import os
 import time
 from typing import Any
 
+from pallet.runtime.cgroups import common
 from pallet.runtime.cgroups import devices as devrules
 from pallet.runtime.cgroups.common import (
     SIGKILL,
     CgroupError,
     CgroupValueError,
     all_procs,
+    parse_proc_cgroup,
     read_file,
     read_int,
     read_keyed,
@@ -94,14 +96,20 @@ class V1Manager:
     def exists(self) -> bool:
         return any(os.path.isdir(d) for d in self.paths.values())
 
+    def _mount(self, controller: str) -> str:
+        return os.path.join(self.root, controller or "unified")
+
     def apply(self, pid: int) -> None:
         created: list[str] = []
+        moved: list[str] = []
+        origin = _proc_cgroup(pid)
         try:
             for c, d in list(self.paths.items()):
                 try:
                     self._mkdir(c, d, created)
                     if pid > 0:
                         write_file(d, "cgroup.procs", str(pid), c or "unified")
+                        moved.append(c)
                 except (OSError, CgroupError) as e:
                     cause = e if isinstance(e, OSError) else e.__cause__
                     denied = isinstance(cause, OSError) and cause.errno in (
@@ -118,9 +126,16 @@ class V1Manager:
                         f"cgroup {c or 'unified'}: cannot create {d}: {os.strerror(e.errno or 0).lower()}"
                     ) from e
         except BaseException:
+            # put the process back where it was, or the new cgroups cannot be removed
+            for c in moved:
+                back = os.path.join(self._mount(c), origin.get(c, "/").lstrip("/"))
+                try:
+                    write_file(back, "cgroup.procs", str(pid), c or "unified")
+                except CgroupError:
+                    pass
             for d in reversed(created):
                 try:
-                    os.rmdir(d)
+                    common.rmdir(d)
                 except OSError:
                     pass
             raise
@@ -133,7 +148,7 @@ class V1Manager:
             p = os.path.dirname(p)
         for m in reversed(missing):
             try:
-                os.mkdir(m, 0o755)
+                common.mkdir(m, 0o755)
             except FileExistsError:
                 continue
             created.append(m)
@@ -381,6 +396,14 @@ class V1Manager:
             "blkio": _blkio_stats(p.get("blkio")),
             "hugetlb": _hugetlb_stats(p.get("hugetlb")),
         }
+
+
+def _proc_cgroup(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return parse_proc_cgroup(f.read())
+    except OSError:
+        return {}
 
 
 def _period_then_quota(d: str, period_file: str, period: int, quota_file: str, quota: int) -> None:

@@ -15,6 +15,7 @@ import time
 from types import ModuleType
 from typing import Any
 
+from pallet.runtime.cgroups import common
 from pallet.runtime.cgroups import devices as devrules
 from pallet.runtime.cgroups.common import (
     SIGKILL,
@@ -71,7 +72,7 @@ class V2Manager:
                 current = os.path.join(current, part)
                 if not os.path.isdir(current):
                     try:
-                        os.mkdir(current, 0o755)
+                        common.mkdir(current, 0o755)
                     except FileExistsError:
                         pass
                     else:
@@ -101,7 +102,7 @@ class V2Manager:
     def _undo(created: list[str]) -> None:
         for d in reversed(created):
             try:
-                os.rmdir(d)
+                common.rmdir(d)
             except OSError:
                 pass
 
@@ -178,7 +179,8 @@ class V2Manager:
                     f"cgroup memory: cannot set memory.max to {limit}: below the current usage {usage}"
                 )
         # swappiness, disableOOMKiller and the kernel limits have no v2 file; runc ignores them too
-        if swap:
+        if swap or (mem.get("swap") or 0) > 0:
+            # 0 from the conversion means "unset", unless swap was given equal to the limit: no swap
             write_file(d, "memory.swap.max", _max(swap), "memory")
         if limit:
             write_file(d, "memory.max", _max(limit), "memory")
@@ -448,9 +450,8 @@ def _hugetlb_stats(d: str) -> dict[str, Any]:
     for name in names:
         if name.startswith("hugetlb.") and name.endswith(".current") and ".rsvd." not in name:
             size = name[len("hugetlb.") : -len(".current")]
-            out[size] = {
+            out[size] = {  # v2 keeps no peak usage for hugetlb
                 "usage": read_int(d, name),
-                "max": read_int(d, f"hugetlb.{size}.max", 0),
                 "failcnt": read_keyed(d, f"hugetlb.{size}.events").get("max", 0),
             }
     return out
