@@ -44,7 +44,9 @@ class _Source:
             for m in self.tar.getmembers():
                 self.members["/".join(p for p in m.name.split("/") if p not in ("", "."))] = m
         except (tarfile.TarError, EOFError, OSError) as e:
-            raise InvalidArgument(f'archive "{path}": not a tar archive or an image layout: {e}') from e
+            raise InvalidArgument(
+                f'archive "{path}": neither a tar archive nor an image layout directory'
+            ) from e
 
     def _name(self, name: str) -> str:
         try:

@@ -62,11 +62,14 @@ class Writer:
             while chunk := f.read(CHUNK):
                 self._hash.update(chunk)
             self.offset = f.tell()
-        self._file: BinaryIO | None = open(data, "ab")
+        # unbuffered: what ingests() reports as written is on its way to disk, not in our memory
+        self._file: BinaryIO | None = open(data, "ab", buffering=0)
 
     def write(self, data: bytes) -> None:
         assert self._file is not None, "writer is closed"
-        self._file.write(data)
+        view = memoryview(data)
+        while view:  # a raw write may be short
+            view = view[self._file.write(view) or 0 :]
         self._hash.update(data)
         self.offset += len(data)
 

@@ -98,9 +98,11 @@ def _same(a: Path, sa: os.stat_result, b: Path, sb: os.stat_result) -> bool:
         return os.readlink(a) == os.readlink(b)
     if stat.S_ISCHR(sa.st_mode) or stat.S_ISBLK(sa.st_mode):
         return sa.st_rdev == sb.st_rdev
-    if stat.S_ISREG(sa.st_mode) and (sa.st_size != sb.st_size or sa.st_mtime_ns != sb.st_mtime_ns):
+    if stat.S_ISREG(sa.st_mode) and sa.st_size != sb.st_size:
         return False
-    # a directory's mtime moves when its entries do, which the entries report themselves
+    # copies keep mtimes (cp -a), so a new mtime means a write; for a directory, a changed entry list
+    if sa.st_mtime_ns != sb.st_mtime_ns:
+        return False
     return _xattrs(a) == _xattrs(b)
 
 
@@ -115,7 +117,7 @@ def dir_changes(old: Path | None, new: Path) -> list[Change]:
             continue
         try:
             ost = os.lstat(old / rel)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             out.append(Change("A", rel, new / rel))
             continue
         if stat.S_ISDIR(st.st_mode) != stat.S_ISDIR(ost.st_mode):

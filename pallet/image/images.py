@@ -28,6 +28,7 @@ from pallet.oci.image import ImageConfig, Manifest, chain_ids
 from pallet.oci.reference import Reference, parse, parse_tagged
 
 IMAGE_LABEL = "pallet.image"  # on a container's snapshot: the image it was made from
+SIZE_LABEL = "pallet.layer.size"  # on a layer's snapshot: its content size, the same in every snapshotter
 _HEXPREFIX = re.compile(r"[a-f0-9]{1,64}")
 
 
@@ -181,7 +182,9 @@ class Images:
                         f'layer "{layer.digest}": content has diffID {result.diff_id}, config says {diff_id}'
                     )
                 try:
-                    sn.commit(name, key, {"pallet.diff_id": str(diff_id)})
+                    sn.commit(
+                        name, key, {"pallet.diff_id": str(diff_id), SIZE_LABEL: str(result.content_size)}
+                    )
                 except AlreadyExists:
                     sn.remove(key)  # another process unpacked the same layer first; share theirs
             except BaseException:
@@ -228,9 +231,12 @@ class Images:
         out = []
         for chain, layer in zip(image.chain_ids(), image.manifest.layers, strict=True):
             try:
-                out.append(self.snapshots.usage(str(chain)).size)
+                info = self.snapshots.stat(str(chain))
             except NotFound:
                 out.append(layer.size)
+                continue
+            size = info.labels.get(SIZE_LABEL)
+            out.append(int(size) if size is not None else self.snapshots.usage(str(chain)).size)
         return out
 
     def size(self, image: Image) -> int:

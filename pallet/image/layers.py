@@ -140,6 +140,7 @@ def clean_name(name: str) -> tuple[str, ...]:
 class ApplyResult:
     diff_id: Digest
     size: int  # bytes of the uncompressed tar
+    content_size: int  # bytes of file contents and link targets: the layer's size as docker shows it
 
 
 class _Applier:
@@ -149,6 +150,7 @@ class _Applier:
         self.is_root = os.geteuid() == 0
         self.added: set[tuple[str, ...]] = set()  # resolved paths this layer wrote
         self.dir_times: list[tuple[Path, int]] = []
+        self.content_size = 0
 
     # -- path resolution ------------------------------------------------------------------------
     def resolve_parent(self, name: str, parts: tuple[str, ...], create: bool) -> tuple[str, ...] | None:
@@ -257,8 +259,10 @@ class _Applier:
             self.remove(path)
             if m.isreg():
                 self.write_file(tar, m, path)
+                self.content_size += m.size
             elif m.issym():
                 os.symlink(m.linkname, path)
+                self.content_size += len(os.fsencode(m.linkname))
             elif m.islnk():
                 self.hardlink(m, path)
                 self.added.add(rel)
@@ -348,7 +352,7 @@ def apply_tar(root: Path, stream: IO[bytes], whiteouts: Whiteouts = Whiteouts.DE
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise LayerError(f"layer: truncated or corrupt data: {e}") from e
     applier.finish()
-    return ApplyResult(reader.digest(), reader.size)
+    return ApplyResult(reader.digest(), reader.size, applier.content_size)
 
 
 def apply_layer(root: Path, blob: Path, whiteouts: Whiteouts = Whiteouts.DELETE) -> ApplyResult:

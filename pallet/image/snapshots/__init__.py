@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pallet.errors import InvalidArgument
+from pallet.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pallet.image.diff import Change
 from pallet.image.layers import Whiteouts
 from pallet.image.snapshots.meta import ACTIVE, COMMITTED, VIEW, Info, MetaStore, Usage
@@ -142,6 +142,7 @@ class Snapshotter:
     # -- internals ------------------------------------------------------------------------------
     def _create(self, key: str, parent: str, kind: str, labels: dict[str, str]) -> list[Mount]:
         # build the directory under a temporary name first: a failure leaves no row and no directory
+        self._check_new(key, parent)  # early, so a native copy is not made for nothing
         tmp = self.root / "snapshots" / f"new-{uuid.uuid4().hex[:12]}"
         (tmp / "fs").mkdir(parents=True)
         try:
@@ -153,6 +154,21 @@ class Snapshotter:
             raise
         os.rename(tmp, self._dir(sid))
         return self._mounts(kind, [sid, *parent_ids])
+
+    def _check_new(self, key: str, parent: str) -> None:
+        try:
+            self.meta.get(key)
+        except NotFound:
+            pass
+        else:
+            raise AlreadyExists(f'snapshot "{key}": already exists')
+        if parent:
+            try:
+                info = self.meta.get(parent)[1]
+            except NotFound:
+                raise NotFound(f'snapshot "{key}": parent "{parent}" not found') from None
+            if info.kind != COMMITTED:
+                raise FailedPrecondition(f'snapshot "{key}": parent "{parent}" is not committed')
 
     def _delete_dir(self, sid: int) -> None:
         d = self._dir(sid)
