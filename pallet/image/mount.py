@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import subprocess
 from collections.abc import Iterator
@@ -103,9 +104,21 @@ def mount_all(mounts: list[Mount], target: Path) -> None:
             raise InvalidArgument(f'mount type "{m.type}" is not supported')
 
 
+def is_mountpoint(target: Path) -> bool:
+    """From mountinfo: os.path.ismount misses a bind mount of a directory of the same filesystem."""
+    want = os.path.realpath(target)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split(" ", 5)[4]
+            # mountinfo escapes space, tab, newline and backslash as octal
+            if re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point) == want:
+                return True
+    return False
+
+
 def unmount_all(target: Path) -> None:
     """Unmount everything stacked on ``target``."""
-    while os.path.ismount(target):
+    while is_mountpoint(target):
         try:
             syscalls.default().umount2(str(target), 0)
         except OSError:

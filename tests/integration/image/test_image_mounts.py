@@ -1,0 +1,127 @@
+"""Real mounts of real snapshots (root): overlay by default, fuse-overlayfs and native too."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pallet.image import archive
+from pallet.image.images import Images
+from pallet.image.mount import PAGE, mount_all, unmount_all
+from tests.unit.image.tarutil import d, docker_archive, f, oci_layout, tar_bytes, tree
+
+pytestmark = pytest.mark.root
+
+
+def busybox_layers(rootfs: Path, tmp: Path) -> list[bytes]:
+    """GNU tar makes the base layer (an independent producer); the second deletes and adds a file."""
+    base = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], capture_output=True, check=True).stdout
+    return [base, tar_bytes([d("etc"), f("etc/.wh.group"), f("etc/motd", b"welcome\n")])]
+
+
+@pytest.fixture
+def images(workdir: Path, request: pytest.FixtureRequest) -> Iterator[Images]:
+    kind = getattr(request, "param", "overlay")
+    i = Images(workdir / "root", kind)
+    yield i
+    i.close()
+
+
+@pytest.fixture
+def busybox(images: Images, workdir: Path, busybox_rootfs: Path) -> str:
+    docker_archive(workdir / "bb.tar", busybox_layers(busybox_rootfs, workdir), ["busybox:test"])
+    archive.load(images, workdir / "bb.tar")
+    return "busybox:test"
+
+
+class Mounted:
+    """Mount targets made by a test, unmounted in reverse order even when the test fails."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.targets: list[Path] = []
+
+    def __call__(self, images: Images, key: str) -> Path:
+        target = self.base / f"mnt-{key}"
+        target.mkdir()
+        mount_all(images.snapshots.mounts(key), target)
+        self.targets.append(target)
+        return target
+
+    def close(self) -> None:
+        for t in reversed(self.targets):
+            unmount_all(t)
+
+
+@pytest.fixture
+def mounted(workdir: Path, leakcheck: None) -> Iterator[Mounted]:
+    m = Mounted(workdir)
+    try:
+        yield m
+    finally:
+        m.close()
+
+
+def layer_dirs(images: Images) -> dict[str, dict[str, str]]:
+    return {str(p): tree(p) for p in sorted((images.snapshots.root / "snapshots").glob("*/fs"))}
+
+
+@pytest.mark.parametrize("images", ["overlay", "fuse-overlayfs", "native"], indirect=True)
+def test_writable_layer_leaves_the_image_untouched(images: Images, busybox: str, mounted: Mounted) -> None:
+    if images.snapshotter_name == "fuse-overlayfs" and not os.path.exists("/dev/fuse"):
+        pytest.skip("no /dev/fuse")
+    images.prepare("c1", busybox)
+    before = {k: v for k, v in layer_dirs(images).items()}
+    root = mounted(images, "c1")
+    assert (root / "etc/motd").read_text() == "welcome\n"
+    assert not (root / "etc/group").exists()  # hidden by the second layer's whiteout
+    assert (root / "etc/passwd").exists()
+    out = subprocess.run(
+        ["chroot", str(root), "/bin/sh", "-c", "echo hi > /tmp/x; rm /etc/passwd; cat /tmp/x"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout == "hi\n", out.stderr
+    assert not (root / "etc/passwd").exists()
+    c1_dir = images.snapshots.apply_dir("c1")[0]
+    after = {k: v for k, v in layer_dirs(images).items() if not k.startswith(str(c1_dir))}
+    assert after == {k: v for k, v in before.items() if not k.startswith(str(c1_dir))}
+
+
+def test_two_containers_share_lower_layers(images: Images, busybox: str, mounted: Mounted) -> None:
+    m1 = images.prepare("c1", busybox)
+    m2 = images.prepare("c2", busybox)
+    assert m1[0].option("lowerdir") == m2[0].option("lowerdir")
+    r1, r2 = mounted(images, "c1"), mounted(images, "c2")
+    (r1 / "only-in-1").write_text("1")
+    os.unlink(r2 / "etc/passwd")
+    assert not (r2 / "only-in-1").exists() and (r1 / "etc/passwd").exists()
+    used = {key: size for key, size in images.writable_snapshots()}
+    assert used == {"c1": 1, "c2": 0}
+
+
+def test_many_layers_mount_past_the_page_limit(images: Images, workdir: Path, mounted: Mounted) -> None:
+    n = 130
+    layers = [tar_bytes([d("layers"), f(f"layers/{i:03d}", str(i).encode())]) for i in range(n - 1)]
+    layers.append(tar_bytes([d("layers"), f("layers/.wh.000")]))
+    oci_layout(workdir / "many", layers, "many:1")
+    archive.load(images, workdir / "many")
+    mounts = images.prepare("c", "many:1")
+    assert len(",".join(mounts[0].options)) > PAGE  # the relative-path fallback is exercised
+    root = mounted(images, "c")
+    assert sorted(os.listdir(root / "layers")) == [f"{i:03d}" for i in range(1, n - 1)]
+    (root / "layers" / "new").write_text("w")
+    assert len(list(images.snapshots.walk())) == n + 1
+
+
+def test_view_is_read_only(images: Images, busybox: str, mounted: Mounted) -> None:
+    top = images.get(busybox).chain_ids()[-1]
+    images.snapshots.view("v", str(top))
+    root = mounted(images, "v")
+    assert (root / "etc/motd").exists()
+    with pytest.raises(OSError):
+        (root / "new").write_text("x")
