@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from pallet.errors import InvalidArgument, NotFound
-from pallet.image.images import Image, Images
+from pallet.image.images import Image, Images, Lease
 from pallet.image.layers import LayerError, clean_name, compression_of, copy_uncompressed
 from pallet.oci import image as oci
 from pallet.oci.digest import Digest
@@ -115,12 +115,14 @@ def _blob_path(d: Digest) -> str:
     return f"blobs/{d.algorithm}/{d.hex}"
 
 
-def _ingest(images: Images, src: _Source, desc: oci.Descriptor) -> None:
+def _ingest(images: Images, lease: Lease, src: _Source, desc: oci.Descriptor) -> None:
+    if images.content.exists(desc.digest):
+        return
     with src.open(_blob_path(desc.digest)) as f:
-        images.content.ingest(f, desc.digest, desc.size)
+        lease.blobs.append(images.content.ingest(f, desc.digest, desc.size))
 
 
-def _load_oci(images: Images, src: _Source) -> list[Loaded]:
+def _load_oci(images: Images, lease: Lease, src: _Source) -> list[Loaded]:
     index = oci.Index.parse(src.read("index.json"))
     platform = oci.Platform.host()
     out = []
@@ -130,10 +132,10 @@ def _load_oci(images: Images, src: _Source) -> list[Loaded]:
             desc = oci.Index.parse(src.read(_blob_path(desc.digest)), desc.media_type).select(platform)
         if desc.media_type not in oci.MANIFEST_TYPES:
             raise InvalidArgument(f'archive "{src.path}": unsupported entry of type "{desc.media_type}"')
-        _ingest(images, src, desc)
+        _ingest(images, lease, src, desc)
         manifest = oci.Manifest.parse(images.content.read(desc.digest), desc.media_type)
         for blob in [manifest.config, *manifest.layers]:
-            _ingest(images, src, blob)
+            _ingest(images, lease, src, blob)
         tags = _oci_tags(top)
         out.append(Loaded(images.create(desc.digest, tags), tags))
     return out
@@ -153,7 +155,7 @@ def _oci_tags(desc: oci.Descriptor) -> list[Reference]:
     return [ref] if ref.digest is None else []
 
 
-def _load_docker(images: Images, src: _Source) -> list[Loaded]:
+def _load_docker(images: Images, lease: Lease, src: _Source) -> list[Loaded]:
     entries = src.json("manifest.json")
     if not isinstance(entries, list):
         raise InvalidArgument(f'archive "{src.path}": manifest.json is not a list')
@@ -162,17 +164,18 @@ def _load_docker(images: Images, src: _Source) -> list[Loaded]:
         if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str):
             raise InvalidArgument(f'archive "{src.path}": manifest.json entry without Config')
         config_bytes = src.read(entry["Config"])
-        config_digest = images.content.put(config_bytes)
+        config_digest = _put(images, lease, config_bytes)
         layers = []
         for name in entry.get("Layers") or []:
             with src.open(str(name)) as f:
                 digest = images.content.ingest(f)
+            lease.blobs.append(digest)
             kind = compression_of(images.content.path(digest))
             media = {"": oci.DOCKER_LAYER, "gzip": oci.DOCKER_LAYER_GZIP, "zstd": oci.DOCKER_LAYER_ZSTD}[kind]
             layers.append(oci.Descriptor(media, digest, images.content.info(digest).size))
         config_desc = oci.Descriptor(oci.DOCKER_CONFIG, config_digest, len(config_bytes))
         manifest = oci.Manifest(oci.DOCKER_MANIFEST, config_desc, layers)
-        manifest_digest = images.content.put(manifest.to_bytes())
+        manifest_digest = _put(images, lease, manifest.to_bytes())
         tags = [parse_tagged(t) for t in entry.get("RepoTags") or []]
         out.append(Loaded(images.create(manifest_digest, tags), tags))
     return out
@@ -182,16 +185,23 @@ def load(images: Images, path: Path) -> list[Loaded]:
     """Load every image in a docker-archive tar, an oci-archive tar or an OCI layout directory."""
     src = _Source(Path(path))
     try:
-        if src.exists("oci-layout") and src.exists("index.json"):
-            return _load_oci(images, src)
-        if src.exists("manifest.json"):
-            return _load_docker(images, src)
-        raise InvalidArgument(f'archive "{path}": neither a docker archive (manifest.json) nor an OCI layout')
-    except BaseException:
-        images.gc()  # blobs ingested for an image that was not recorded
-        raise
+        with images.lease() as lease:
+            if src.exists("oci-layout") and src.exists("index.json"):
+                return _load_oci(images, lease, src)
+            if src.exists("manifest.json"):
+                return _load_docker(images, lease, src)
+            raise InvalidArgument(
+                f'archive "{path}": neither a docker archive (manifest.json) nor an OCI layout'
+            )
     finally:
         src.close()
+
+
+def _put(images: Images, lease: Lease, data: bytes) -> Digest:
+    digest = Digest.of(data)
+    if not images.content.exists(digest):
+        lease.blobs.append(images.content.put(data))
+    return digest
 
 
 # -- saving ---------------------------------------------------------------------------------------

@@ -5,9 +5,13 @@ garbage in the content store and the snapshotters.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import re
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -75,6 +79,13 @@ class ImageUsage:
     layers: dict[Digest, int]  # chain ID -> unpacked size
 
 
+@dataclass
+class Lease:
+    """Blobs made by one operation that no image references yet (containerd's leases, in one process)."""
+
+    blobs: list[Digest] = field(default_factory=list)
+
+
 class Images:
     def __init__(self, root: Path, snapshotter: str | None = None) -> None:
         self.root = Path(root)
@@ -82,6 +93,8 @@ class Images:
         self.store = ImageStore(self.root / "image" / "metadata.db")
         self.snapshotter_name = snapshotter or default_snapshotter_name()
         self._snapshots: Snapshotter | None = None
+        self._lease_fd: int | None = None
+        self._lease_depth = 0
 
     @property
     def snapshots(self) -> Snapshotter:
@@ -141,6 +154,38 @@ class Images:
     def all(self) -> list[Image]:
         return [self._load(r) for r in self.store.all()]
 
+    # -- leases -----------------------------------------------------------------------------------
+    def _lock(self, mode: int) -> int:
+        fd = os.open(self.root / "image" / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, mode)
+        return fd
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Lease]:
+        """Held while blobs and layer snapshots are made but not yet referenced by an image: gc waits
+        for every lease (a shared flock against its exclusive one), and a failed operation discards
+        the blobs it made, so neither a concurrent gc nor a failure leaves half an image."""
+        if self._lease_depth == 0:
+            self._lease_fd = self._lock(fcntl.LOCK_SH)
+        self._lease_depth += 1
+        lease = Lease()
+        try:
+            yield lease
+        except BaseException:
+            self._discard(lease.blobs)
+            raise
+        finally:
+            self._lease_depth -= 1
+            if self._lease_depth == 0 and self._lease_fd is not None:
+                os.close(self._lease_fd)
+                self._lease_fd = None
+
+    def _discard(self, blobs: list[Digest]) -> None:
+        used = self._referenced()[0]
+        for digest in blobs:
+            if digest not in used:
+                self.content.path(digest).unlink(missing_ok=True)
+
     # -- creating -------------------------------------------------------------------------------
     def create(self, manifest_digest: Digest, tags: list[Reference], unpack: bool = True) -> Image:
         """Record an image whose manifest, config and layers are already in the content store."""
@@ -157,7 +202,8 @@ class Images:
             if ref.digest is not None:
                 raise InvalidArgument(f'cannot tag "{ref}": a tag cannot contain a digest')
         if unpack:
-            self.unpack(manifest, config)
+            with self.lease():
+                self.unpack(manifest, config)
         self.store.add(manifest.config.digest, manifest_digest, config.created, tags)
         return self._load(self.store.get(manifest.config.digest))
 
@@ -176,7 +222,7 @@ class Images:
             sn.prepare(key, parent)
             try:
                 target, whiteouts = sn.apply_dir(key)
-                result = apply_layer(target, self.content.path(layer.digest), whiteouts)
+                result = apply_layer(target, self.content.path(layer.digest), whiteouts, sn.lower_dirs(key))
                 if result.diff_id != diff_id:
                     raise LayerError(
                         f'layer "{layer.digest}": content has diffID {result.diff_id}, config says {diff_id}'
@@ -213,9 +259,10 @@ class Images:
         """A writable snapshot on top of an image: a container's rootfs (mount it, then run)."""
         image = self.get(name)
         chain = image.chain_ids()
-        if chain and not self._exists(str(chain[-1])):
-            self.unpack(image.manifest, image.config)
-        return self.snapshots.prepare(key, str(chain[-1]) if chain else "", {IMAGE_LABEL: str(image.id)})
+        with self.lease():
+            if chain and not self._exists(str(chain[-1])):
+                self.unpack(image.manifest, image.config)
+            return self.snapshots.prepare(key, str(chain[-1]) if chain else "", {IMAGE_LABEL: str(image.id)})
 
     def users(self, image: Image) -> list[str]:
         """Keys of the active and view snapshots made from ``image``: its containers."""
@@ -319,8 +366,8 @@ class Images:
             report.append(("deleted", str(image.id)))
         return report, self.gc()
 
-    def gc(self) -> int:
-        """Delete blobs and layer snapshots that no image uses; returns the bytes reclaimed."""
+    def _referenced(self) -> tuple[set[Digest], set[str]]:
+        """(blobs, layer snapshot names) that some image uses."""
         keep: set[Digest] = set()
         chains: set[str] = set()
         for record in self.store.all():
@@ -331,6 +378,20 @@ class Images:
             keep |= {record.manifest, image.manifest.config.digest}
             keep |= {layer.digest for layer in image.manifest.layers}
             chains |= {str(c) for c in image.chain_ids()}
+        return keep, chains
+
+    def gc(self) -> int:
+        """Delete blobs and layer snapshots that no image uses; returns the bytes reclaimed."""
+        if self._lease_depth:
+            raise RuntimeError("gc inside a lease would wait for itself")
+        fd = self._lock(fcntl.LOCK_EX)
+        try:
+            return self._gc()
+        finally:
+            os.close(fd)
+
+    def _gc(self) -> int:
+        keep, chains = self._referenced()
         freed = sum(info.size for info in self.content.gc(keep))
         sn = self.snapshots
         while True:  # leaves first: a parent goes once its last child has gone

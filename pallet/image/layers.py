@@ -144,9 +144,10 @@ class ApplyResult:
 
 
 class _Applier:
-    def __init__(self, root: Path, whiteouts: Whiteouts) -> None:
+    def __init__(self, root: Path, whiteouts: Whiteouts, lowers: list[Path]) -> None:
         self.root = root
         self.whiteouts = whiteouts
+        self.lowers = lowers
         self.is_root = os.geteuid() == 0
         self.added: set[tuple[str, ...]] = set()  # resolved paths this layer wrote
         self.dir_times: list[tuple[Path, int]] = []
@@ -171,12 +172,16 @@ class _Applier:
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
-                if not create:
-                    return None
-                os.mkdir(path, 0o755)
-                self.added.add((*cur, p))
-                cur.append(p)
-                continue
+                # not in this layer: see it as the merged tree below does (overlay's view)
+                found = self.lower_lstat((*cur, p))
+                if found is None or stat.S_ISDIR(found[1].st_mode):
+                    if not create:
+                        return None
+                    self.mkdir_like(path, found[1] if found else None)
+                    self.added.add((*cur, p))
+                    cur.append(p)
+                    continue
+                path, st = found
             if stat.S_ISLNK(st.st_mode):
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
@@ -190,6 +195,31 @@ class _Applier:
             else:
                 raise LayerError(f'layer: entry "{name}": "{"/".join((*cur, p))}" is not a directory')
         return tuple(cur)
+
+    def lower_lstat(self, rel: tuple[str, ...]) -> tuple[Path, os.stat_result] | None:
+        """The nearest lower layer's entry at ``rel``, unless a whiteout hides it."""
+        for lower in self.lowers:
+            path = lower.joinpath(*rel)
+            if os.path.lexists(path.with_name(WHITEOUT_PREFIX + rel[-1])):
+                return None
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                return None
+            return path, st
+        return None
+
+    def mkdir_like(self, path: Path, like: os.stat_result | None) -> None:
+        """An implicit parent: a copy-up of the lower directory's attributes, or 0755 when new."""
+        os.mkdir(path, 0o755)
+        if like is None:
+            return
+        if self.is_root:
+            os.lchown(path, like.st_uid, like.st_gid)
+        os.chmod(path, stat.S_IMODE(like.st_mode))
+        self.dir_times.append((path, like.st_mtime_ns))
 
     def target(self, name: str, create_parents: bool = True) -> tuple[str, ...] | None:
         parts = clean_name(name)
@@ -294,9 +324,8 @@ class _Applier:
         try:
             rel = self.target(m.linkname, create_parents=False)
         except LayerError as e:
-            raise LayerError(
-                f'layer: hardlink "{m.name}" -> "{m.linkname}": {e}'.replace("layer: entry", "target")
-            ) from None
+            reason = str(e).split(": ", 2)[-1]
+            raise LayerError(f'layer: hardlink "{m.name}": bad target "{m.linkname}": {reason}') from None
         src = None if rel is None else self.root.joinpath(*rel)
         if src is None or not os.path.lexists(src):
             raise LayerError(f'layer: hardlink "{m.name}": target "{m.linkname}" does not exist in the layer')
@@ -333,10 +362,17 @@ class _Applier:
                 os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
 
 
-def apply_tar(root: Path, stream: IO[bytes], whiteouts: Whiteouts = Whiteouts.DELETE) -> ApplyResult:
-    """Apply an uncompressed tar stream onto ``root``; returns its diffID and size."""
+def apply_tar(
+    root: Path, stream: IO[bytes], whiteouts: Whiteouts = Whiteouts.DELETE, lowers: list[Path] | None = None
+) -> ApplyResult:
+    """Apply an uncompressed tar stream onto ``root``; returns its diffID and size.
+
+    ``lowers`` (nearest first) are the layers below an upper directory: parents missing from the
+    upper are looked up there, so a symlinked directory below (``/lib -> usr/lib``) is followed
+    and an implicit parent keeps the lower directory's mode, as a mounted overlay would.
+    """
     reader = HashingReader(stream)
-    applier = _Applier(Path(root), whiteouts)
+    applier = _Applier(Path(root), whiteouts, lowers or [])
     try:
         with tarfile.open(fileobj=reader, mode="r|", tarinfo=_CappedTarInfo) as tar:  # type: ignore[call-overload]
             for m in tar:
@@ -355,10 +391,12 @@ def apply_tar(root: Path, stream: IO[bytes], whiteouts: Whiteouts = Whiteouts.DE
     return ApplyResult(reader.digest(), reader.size, applier.content_size)
 
 
-def apply_layer(root: Path, blob: Path, whiteouts: Whiteouts = Whiteouts.DELETE) -> ApplyResult:
+def apply_layer(
+    root: Path, blob: Path, whiteouts: Whiteouts = Whiteouts.DELETE, lowers: list[Path] | None = None
+) -> ApplyResult:
     """Apply a layer blob (gzip, zstd or plain tar) onto ``root``."""
     with open_uncompressed(blob) as stream:
-        return apply_tar(root, stream, whiteouts)
+        return apply_tar(root, stream, whiteouts, lowers)
 
 
 def uncompressed_digest(blob: Path) -> tuple[Digest, int]:

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 from pallet.errors import InvalidArgument, NotFound
 from pallet.image.diff import dir_changes, write_tar
-from pallet.image.images import IMAGE_LABEL, Image, Images, now_rfc3339
+from pallet.image.images import IMAGE_LABEL, Image, Images, Lease, now_rfc3339
 from pallet.image.layers import compression_of, uncompressed_digest
 from pallet.image.mount import mounted
 from pallet.oci import image as oci
@@ -72,11 +72,18 @@ def apply_changes(config: dict[str, Any], changes: list[str]) -> dict[str, Any]:
     return cfg
 
 
+def _put(images: Images, lease: Lease, data: bytes) -> Digest:
+    digest = Digest.of(data)
+    if not images.content.exists(digest):
+        lease.blobs.append(images.content.put(data))
+    return digest
+
+
 def _record(
     images: Images,
+    lease: Lease,
     parent: Image | None,
-    blob: Digest,
-    media_type: str,
+    layer: oci.Descriptor,
     diff_id: Digest,
     history: oci.History,
     container_config: dict[str, Any],
@@ -97,13 +104,11 @@ def _record(
     )
     config_bytes = config.to_bytes()
     docker = parent is not None and parent.manifest.media_type == oci.DOCKER_MANIFEST
-    config_desc = oci.Descriptor(
-        oci.DOCKER_CONFIG if docker else oci.OCI_CONFIG, images.content.put(config_bytes), len(config_bytes)
-    )
-    layer = oci.Descriptor(media_type, blob, images.content.info(blob).size)
+    config_type = oci.DOCKER_CONFIG if docker else oci.OCI_CONFIG
+    config_desc = oci.Descriptor(config_type, _put(images, lease, config_bytes), len(config_bytes))
     layers = [*(parent.manifest.layers if parent else []), layer]
     manifest = oci.Manifest(oci.DOCKER_MANIFEST if docker else oci.OCI_MANIFEST, config_desc, layers)
-    return images.create(images.content.put(manifest.to_bytes()), tags)
+    return images.create(_put(images, lease, manifest.to_bytes()), tags)
 
 
 def import_rootfs(
@@ -111,23 +116,18 @@ def import_rootfs(
 ) -> Image:
     """docker import: a rootfs tar (plain, gzip or zstd) becomes a one-layer image."""
     tags = [parse_tagged(tag)] if tag else []
-    kind = compression_of(source)
-    try:
+    cfg = apply_changes({}, changes or [])
+    media = oci.OCI_LAYER_BY_COMPRESSION[compression_of(source)]
+    with images.lease() as lease:
         with open(source, "rb") as f:
             blob = images.content.ingest(f)
+        lease.blobs.append(blob)
         diff_id, _ = uncompressed_digest(images.content.path(blob))
         history = oci.History(
             now_rfc3339(), "pallet import", comment=message or f"Imported from {source.name}"
         )
-        cfg = apply_changes({}, changes or [])
-        if kind == "":
-            media = oci.OCI_LAYER
-        else:
-            media = oci.OCI_LAYER_BY_COMPRESSION[kind]
-        return _record(images, None, blob, media, diff_id, history, cfg, tags)
-    except BaseException:
-        images.gc()  # the blob of an image that was never recorded
-        raise
+        layer = oci.Descriptor(media, blob, images.content.info(blob).size)
+        return _record(images, lease, None, layer, diff_id, history, cfg, tags)
 
 
 def _image_of(images: Images, key: str) -> Image | None:
@@ -151,21 +151,20 @@ def commit(
     """docker commit: the snapshot's changes (deletions as whiteouts) become a layer on its image."""
     tags = [parse_tagged(tag)] if tag else []
     parent = _image_of(images, key)
+    cfg = apply_changes(parent.config.config if parent else {}, changes or [])
     root, found = images.snapshots.changes(key)
-    w = images.content.writer(f"commit-{key}")
-    w.abort()
-    with images.content.writer(f"commit-{key}") as w:
-        write_tar(found, root, w)  # type: ignore[arg-type]
-        blob = w.commit()
-    try:
-        cfg = apply_changes(parent.config.config if parent else {}, changes or [])
+    with images.lease() as lease:
+        images.content.writer(f"commit-{key}").abort()  # never resume a half-written diff
+        with images.content.writer(f"commit-{key}") as w:
+            write_tar(found, root, w)  # type: ignore[arg-type]
+            blob = w.commit()
+        lease.blobs.append(blob)
         history = oci.History(now_rfc3339(), "pallet commit", author, message)
         docker = parent is not None and parent.manifest.media_type == oci.DOCKER_MANIFEST
-        media = oci.DOCKER_LAYER if docker else oci.OCI_LAYER
-        return _record(images, parent, blob, media, blob, history, cfg, tags)
-    except BaseException:
-        images.gc()
-        raise
+        layer = oci.Descriptor(
+            oci.DOCKER_LAYER if docker else oci.OCI_LAYER, blob, images.content.info(blob).size
+        )
+        return _record(images, lease, parent, layer, blob, history, cfg, tags)
 
 
 def diff(images: Images, key: str) -> list[tuple[str, str]]:

@@ -128,6 +128,10 @@ class Snapshotter:
 
     whiteouts = Whiteouts.OVERLAY
 
+    def lower_dirs(self, key: str) -> list[Path]:
+        """The directories below ``key``'s own, nearest first; empty where a snapshot is a full copy."""
+        return [self._fs(i) for i in self.meta.ids(key)[1:]]
+
     def changes(self, key: str) -> tuple[Path, list[Change]]:
         """What changed in ``key`` against its parent, and the directory the changed files are in."""
         raise NotImplementedError

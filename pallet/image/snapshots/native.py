@@ -32,6 +32,9 @@ class NativeSnapshotter(Snapshotter):
     def _mounts(self, kind: str, ids: list[int]) -> list[Mount]:
         return [Mount("bind", str(self._fs(ids[0])), ["rbind", "ro" if kind == VIEW else "rw"])]
 
+    def lower_dirs(self, key: str) -> list[Path]:
+        return []
+
     def changes(self, key: str) -> tuple[Path, list[Change]]:
         ids = self.meta.ids(key)
         return self._fs(ids[0]), dir_changes(self._fs(ids[1]) if len(ids) > 1 else None, self._fs(ids[0]))

@@ -12,7 +12,7 @@ import pytest
 from pallet.image import archive
 from pallet.image.images import Images
 from pallet.image.mount import PAGE, mount_all, unmount_all
-from tests.unit.image.tarutil import d, docker_archive, f, oci_layout, tar_bytes, tree
+from tests.unit.image.tarutil import d, docker_archive, f, oci_layout, sym, tar_bytes, tree
 
 pytestmark = pytest.mark.root
 
@@ -125,3 +125,20 @@ def test_view_is_read_only(images: Images, busybox: str, mounted: Mounted) -> No
     assert (root / "etc/motd").exists()
     with pytest.raises(OSError):
         (root / "new").write_text("x")
+
+
+def test_layer_writing_through_a_symlinked_directory_below(
+    images: Images, workdir: Path, mounted: Mounted
+) -> None:
+    """usrmerge: /lib -> usr/lib in the base; a later layer's lib/x must land in usr/lib, not hide the link."""
+    base = tar_bytes(
+        [d("usr"), d("usr/lib"), f("usr/lib/old", b"o"), sym("lib", "usr/lib"), d("tmp", mode=0o1777)]
+    )
+    top = tar_bytes([f("lib/new", b"n"), f("tmp/t", b"t")])
+    oci_layout(workdir / "um", [base, top], "usrmerge:1")
+    archive.load(images, workdir / "um")
+    images.prepare("c", "usrmerge:1")
+    root = mounted(images, "c")
+    assert os.readlink(root / "lib") == "usr/lib"
+    assert sorted(os.listdir(root / "usr/lib")) == ["new", "old"]
+    assert os.stat(root / "tmp").st_mode & 0o7777 == 0o1777

@@ -28,9 +28,15 @@ def box(tmp_path: Path) -> tuple[Path, Path]:
     return root, outside
 
 
-def apply(root: Path, entries: list, whiteouts: Whiteouts = Whiteouts.DELETE, compression: str = ""):  # type: ignore[no-untyped-def,type-arg]
+def apply(
+    root: Path,
+    entries: list,
+    whiteouts: Whiteouts = Whiteouts.DELETE,
+    compression: str = "",
+    lowers: list[Path] | None = None,
+):  # type: ignore[no-untyped-def,type-arg]
     blob = write_layer(root.parent / "layer.blob", entries, compression)
-    return apply_layer(root, blob, whiteouts)
+    return apply_layer(root, blob, whiteouts, lowers)
 
 
 def test_regular_content_modes_times_links(box: tuple[Path, Path]) -> None:
@@ -232,3 +238,35 @@ def test_overlay_mode_writes_kernel_whiteouts(box: tuple[Path, Path]) -> None:
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
     assert os.getxattr(root / "o", "trusted.overlay.opaque") == b"y"
     assert os.lstat(root / "dev/null").st_rdev == os.makedev(1, 3)
+
+
+# -- applying into an upper directory above lower layers ------------------------------------------------
+
+
+def test_parents_missing_from_the_upper_follow_the_lower_layers(tmp_path: Path) -> None:
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    lower.mkdir()
+    upper.mkdir()
+    apply(lower, [d("usr"), d("usr/lib"), sym("lib", "usr/lib"), d("tmp", mode=0o1777), sym("abs", "/usr")])
+    apply(
+        upper,
+        [f("lib/libc.so", b"elf"), f("tmp/x", b"t"), f("abs/share", b"s")],
+        Whiteouts.OCI,
+        lowers=[lower],
+    )
+    assert not os.path.lexists(upper / "lib")  # the lower symlink still shows through
+    assert (upper / "usr/lib/libc.so").read_bytes() == b"elf"
+    assert (upper / "usr/share").read_bytes() == b"s"
+    assert stat.S_IMODE(os.lstat(upper / "tmp").st_mode) == 0o1777  # copied up, not a fresh 0755
+
+
+def test_lower_symlink_escape_and_whiteouts_below(tmp_path: Path) -> None:
+    low1, low2, upper = tmp_path / "l1", tmp_path / "l2", tmp_path / "up"
+    for p in (low1, low2, upper):
+        p.mkdir()
+    apply(low1, [sym("esc", "../../.."), sym("gone", "usr")])
+    apply(low2, [f(".wh.gone")], Whiteouts.OCI)
+    with pytest.raises(LayerError, match="escapes the root"):
+        apply(upper, [f("esc/x", b"!")], Whiteouts.OCI, lowers=[low2, low1])
+    apply(upper, [f("gone/x", b"ok")], Whiteouts.OCI, lowers=[low2, low1])
+    assert (upper / "gone/x").read_bytes() == b"ok" and not os.path.islink(upper / "gone")

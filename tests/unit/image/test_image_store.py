@@ -218,3 +218,19 @@ def test_import_of_garbage_leaves_nothing(imgs: Images, tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument):
         rootfs.import_rootfs(imgs, tmp_path / "junk", "x:1")
     assert imgs.all() == [] and blobs(imgs) == set()
+
+
+def test_a_lease_keeps_gc_out_and_discards_its_blobs_on_failure(imgs: Images, tmp_path: Path) -> None:
+    import fcntl
+
+    probe = os.open(imgs.root / "image" / "gc.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        with pytest.raises(RuntimeError, match="boom"), imgs.lease() as lease:
+            lease.blobs.append(imgs.content.put(b"half an image"))
+            with pytest.raises(BlockingIOError):  # what gc would take: exclusive
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            raise RuntimeError("boom")
+        assert blobs(imgs) == set()
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released with the lease
+    finally:
+        os.close(probe)
