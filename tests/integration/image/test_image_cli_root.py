@@ -7,46 +7,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.image.cliutil import CLI, PALLET, exported_tree
 from tests.unit.image.tarutil import d, docker_archive, f, tar_bytes, tree
 
 pytestmark = pytest.mark.root
-
-PALLET = [sys.executable, "-m", "pallet.cli.main"]
-
-
-class CLI:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.mounts: list[Path] = []
-
-    def __call__(
-        self, *args: str, check: bool = True, stdin: bytes | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        cmd = [*PALLET, "--root", str(self.root), "--runroot", str(self.root / "run"), *args]
-        p = subprocess.run(
-            cmd, capture_output=True, input=stdin.decode("latin-1") if stdin else None, text=True
-        )
-        if check and p.returncode != 0:
-            raise AssertionError(f"{' '.join(args)}: rc={p.returncode}\n{p.stderr}")
-        return p
-
-    def mount(self, key: str, target: Path) -> Path:
-        target.mkdir()
-        self("snapshot", "mount", key, str(target))
-        self.mounts.append(target)
-        return target
-
-    def unmount_all(self) -> None:
-        for t in reversed(self.mounts):
-            self("snapshot", "unmount", str(t), check=False)
-        self.mounts.clear()
 
 
 @pytest.fixture
@@ -65,15 +35,6 @@ def bb_archive(workdir: Path, busybox_rootfs: Path) -> Path:
     ).stdout
     docker_archive(workdir / "bb.tar", [base], ["busybox:latest"])
     return workdir / "bb.tar"
-
-
-def exported_tree(cli: CLI, image: str, key: str, dest: Path) -> dict[str, str]:
-    """Prepare a snapshot of ``image``, export it with pallet, unpack the tar with GNU tar."""
-    cli("snapshot", "prepare", key, image)
-    cli("export", "-o", str(dest.with_suffix(".tar")), key)
-    dest.mkdir()
-    subprocess.run(["tar", "-C", str(dest), "-xf", str(dest.with_suffix(".tar"))], check=True)
-    return tree(dest)
 
 
 def test_docker_archive_and_skopeo_round_trips(

@@ -142,3 +142,19 @@ def test_layer_writing_through_a_symlinked_directory_below(
     assert os.readlink(root / "lib") == "usr/lib"
     assert sorted(os.listdir(root / "usr/lib")) == ["new", "old"]
     assert os.stat(root / "tmp").st_mode & 0o7777 == 0o1777
+
+
+def test_twenty_containers_add_only_their_upper_directories(
+    images: Images, busybox: str, mounted: Mounted
+) -> None:
+    from pallet.image.snapshots import disk_usage
+
+    store = images.snapshots.root / "snapshots"
+    before = disk_usage(store).size
+    for i in range(20):
+        images.prepare(f"c{i}", busybox)
+        root = mounted(images, f"c{i}")
+        (root / "mine").write_bytes(b"x" * (i + 1))
+    # the image's layers are stored once; each container adds exactly what it wrote
+    assert disk_usage(store).size - before == sum(range(1, 21))
+    assert sorted(size for _, size in images.writable_snapshots()) == list(range(1, 21))
