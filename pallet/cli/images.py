@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pallet.cli.format import ellipsis, human_size, print_rows, render, since
-from pallet.errors import InvalidArgument
+from pallet.errors import InvalidArgument, PalletError
 
 IMAGES_TABLE = "table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}\\t{{.CreatedSince}}\\t{{.Size}}"
 IMAGES_DIGESTS = "table {{.Repository}}\\t{{.Tag}}\\t{{.Digest}}\\t{{.ID}}\\t{{.CreatedSince}}\\t{{.Size}}"
@@ -71,12 +71,7 @@ def cmd_images(ctx: Any, args: argparse.Namespace) -> int:
         tags = image.tags or [None]
         if "dangling" in filters and (filters["dangling"][-1] == "true") != (not image.tags):
             continue
-        labels = image.config.config.get("Labels") or {}
-        if any(
-            lb.partition("=")[0] not in labels
-            or ("=" in lb and labels[lb.partition("=")[0]] != lb.partition("=")[2])
-            for lb in filters.get("label", [])
-        ):
+        if not all(_has_label(image, want) for want in filters.get("label", [])):
             continue
         for ref in tags:
             if "reference" in filters and not (ref and _ref_matches(ref, filters["reference"])):
@@ -106,6 +101,13 @@ def cmd_images(ctx: Any, args: argparse.Namespace) -> int:
     default = IMAGES_DIGESTS if args.digests else IMAGES_TABLE
     sys.stdout.write(print_rows(args.format, default, IMAGES_HEADERS, rows))
     return 0
+
+
+def _has_label(image: Any, want: str) -> bool:
+    """``label=KEY`` or ``label=KEY=VALUE``, as docker's filter."""
+    labels = image.config.config.get("Labels") or {}
+    key, eq, value = want.partition("=")
+    return key in labels and (not eq or labels[key] == value)
 
 
 def _ref_matches(ref: Any, patterns: list[str]) -> bool:
@@ -160,10 +162,12 @@ def cmd_history(ctx: Any, args: argparse.Namespace) -> int:
     imgs = ctx.images
     image = imgs.get(args.image)
     from pallet.image.images import parse_time
+    from pallet.oci.image import History
 
     sizes = iter(imgs.layer_sizes(image))
     rows = []
-    history = image.config.history or []
+    # an image without history (some importers write none) still shows one row per layer
+    history = image.config.history or [History(image.config.created) for _ in image.config.diff_ids]
     for i, h in enumerate(history):
         size = 0 if h.empty_layer else next(sizes, 0)
         created = parse_time(h.created)
@@ -197,11 +201,7 @@ def cmd_rm(ctx: Any, args: argparse.Namespace) -> int:
         try:
             for verb, what in ctx.images.remove(name, force=args.force):
                 print(f"{verb}: {what}")
-        except Exception as e:  # docker goes on with the other names and fails at the end
-            from pallet.errors import PalletError
-
-            if not isinstance(e, PalletError):
-                raise
+        except PalletError as e:  # docker goes on with the other names and fails at the end
             print(f"Error: {e}", file=sys.stderr)
             status = 125
     return status
@@ -499,6 +499,7 @@ def register(sub: Any) -> None:
     _add_image_verbs(sub, top=True)
 
     image = sub.add_parser("image", help="manage images")
+    image.set_defaults(help_parser=image)
     isub = image.add_subparsers(dest="image_command", metavar="COMMAND", parser_class=type(image))
     _images_args(_verb(isub, "ls", cmd_images, "list images", ["list"]))
     _add_image_verbs(isub, top=False)
@@ -541,11 +542,13 @@ def register(sub: Any) -> None:
     p.add_argument("snapshot", metavar="SNAPSHOT")
 
     system = sub.add_parser("system", help="manage pallet")
+    system.set_defaults(help_parser=system)
     ssub = system.add_subparsers(dest="system_command", metavar="COMMAND", parser_class=type(system))
     p = _verb(ssub, "df", cmd_df, "show disk usage")
     p.add_argument("-v", "--verbose", action="store_true")
 
     snap = sub.add_parser("snapshot", help="manage snapshots (writable layers)")
+    snap.set_defaults(help_parser=snap)
     nsub = snap.add_subparsers(dest="snapshot_command", metavar="COMMAND", parser_class=type(snap))
     _verb(nsub, "ls", cmd_snapshot_ls, "list snapshots")
     p = _verb(nsub, "prepare", cmd_snapshot_prepare, "make a writable snapshot of an image")

@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
+        # `pallet` or `pallet image` alone: help, as docker prints it
+        getattr(args, "help_parser", parser).print_help()
+        return 0
     ctx = Context(args)
     try:
         return int(args.func(ctx, args) or 0)

@@ -108,3 +108,35 @@ def test_format_helpers() -> None:
     assert human_duration(5 * 7 * 86400) == "5 weeks"
     assert tabwrite([["A", "BB"], ["long-value", "x"]]) == "A            BB\nlong-value   x\n"
     assert render("{{.A.B}}\\t{{json .C}}", {"A": {"B": 1}, "C": ["x"]}) == '1\t["x"]'
+
+
+def test_history_without_entries_label_filter_and_bare_help(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from pallet.oci.digest import Digest
+
+    lay = tmp_path / "nohist"
+    oci_layout(lay, [tar_bytes([f("a", b"1")]), tar_bytes([f("b", b"22")])], "nohist:1")
+    manifest_path = (
+        lay / "blobs/sha256" / json.loads((lay / "index.json").read_text())["manifests"][0]["digest"][7:]
+    )
+    manifest = json.loads(manifest_path.read_text())
+    config = json.loads((lay / "blobs/sha256" / manifest["config"]["digest"][7:]).read_bytes())
+    del config["history"]
+    config["config"]["Labels"] = {"team": "infra"}
+    raw = json.dumps(config).encode()
+    (lay / "blobs/sha256" / Digest.of(raw).hex).write_bytes(raw)
+    manifest["config"].update(digest=str(Digest.of(raw)), size=len(raw))
+    mraw = json.dumps(manifest).encode()
+    (lay / "blobs/sha256" / Digest.of(mraw).hex).write_bytes(mraw)
+    index = json.loads((lay / "index.json").read_text())
+    index["manifests"][0].update(digest=str(Digest.of(mraw)), size=len(mraw))
+    (lay / "index.json").write_text(json.dumps(index))
+    root = tmp_path / "root"
+    assert run(capsys, root, "load", "-i", str(lay))[0] == 0
+    out = run(capsys, root, "history", "--format", "{{.ID}} {{.Size}}", "nohist:1")[1]
+    assert out.splitlines()[0].endswith(" 2B") and out.splitlines()[1] == "<missing> 1B"
+    assert run(capsys, root, "images", "-q", "-f", "label=team=infra")[1].strip() != ""
+    assert run(capsys, root, "images", "-q", "-f", "label=team=web")[1] == ""
+    rc, out, _ = run(capsys, root)
+    assert rc == 0 and "usage: pallet" in out

@@ -234,3 +234,29 @@ def test_a_lease_keeps_gc_out_and_discards_its_blobs_on_failure(imgs: Images, tm
         fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released with the lease
     finally:
         os.close(probe)
+
+
+def test_multi_platform_index_loads_this_machines_image(imgs: Images, tmp_path: Path) -> None:
+    from pallet.oci import image as oci
+    from pallet.oci.digest import Digest
+
+    lay = tmp_path / "multi"
+    ids = oci_layout(lay, [tar_bytes([f("native", b"yes")])])
+    index = json.loads((lay / "index.json").read_text())
+    native = index["manifests"][0]
+    native["platform"] = oci.Platform.host().to_dict()
+    foreign = {
+        "mediaType": oci.OCI_MANIFEST,
+        "digest": "sha256:" + "0" * 64,
+        "size": 2,
+        "platform": {"os": "linux", "architecture": "s390x"},
+    }
+    nested = json.dumps(
+        {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": [foreign, native]}
+    ).encode()
+    (lay / "blobs/sha256" / Digest.of(nested).hex).write_bytes(nested)
+    top = {"mediaType": oci.OCI_INDEX, "digest": str(Digest.of(nested)), "size": len(nested)}
+    top["annotations"] = {"io.containerd.image.name": "multi:1"}
+    (lay / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
+    [loaded] = archive.load(imgs, lay)
+    assert str(loaded.image.record.manifest) == ids["manifest"] and loaded.tags[0].familiar() == "multi:1"
