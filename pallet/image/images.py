@@ -93,6 +93,7 @@ class Images:
         self.store = ImageStore(self.root / "image" / "metadata.db")
         self.snapshotter_name = snapshotter or default_snapshotter_name()
         self._snapshots: Snapshotter | None = None
+        self._others: dict[str, Snapshotter] = {}
         self._lease_fd: int | None = None
         self._lease_depth = 0
 
@@ -104,8 +105,9 @@ class Images:
 
     def close(self) -> None:
         self.store.close()
-        if self._snapshots is not None:
-            self._snapshots.close()
+        for sn in [self._snapshots, *self._others.values()]:
+            if sn is not None:
+                sn.close()
 
     # -- reading ----------------------------------------------------------------------------------
     def _load(self, record: ImageRecord) -> Image:
@@ -265,12 +267,24 @@ class Images:
             return self.snapshots.prepare(key, str(chain[-1]) if chain else "", {IMAGE_LABEL: str(image.id)})
 
     def users(self, image: Image) -> list[str]:
-        """Keys of the active and view snapshots made from ``image``: its containers."""
+        """Keys of the active and view snapshots made from ``image``, in any snapshotter: its containers."""
         return [
             i.name
-            for i in self.snapshots.walk()
+            for sn in self._all_snapshotters()
+            for i in sn.walk()
             if i.kind != COMMITTED and i.labels.get(IMAGE_LABEL) == str(image.id)
         ]
+
+    def _all_snapshotters(self) -> list[Snapshotter]:
+        """The one in use and every other one that holds state under this root (a root may have been
+        used with --storage-driver native once); their layers count for gc and their snapshots for rmi."""
+        out = [self.snapshots]
+        for d in sorted((self.root / "snapshots").iterdir()):
+            if d.name != self.snapshots.name and (d / "metadata.db").exists():
+                if d.name not in self._others:
+                    self._others[d.name] = open_snapshotter(d.name, self.root / "snapshots")
+                out.append(self._others[d.name])
+        return out
 
     # -- sizes ------------------------------------------------------------------------------------
     def layer_sizes(self, image: Image) -> list[int]:
@@ -393,23 +407,26 @@ class Images:
     def _gc(self) -> int:
         keep, chains = self._referenced()
         freed = sum(info.size for info in self.content.gc(keep))
-        sn = self.snapshots
-        while True:  # leaves first: a parent goes once its last child has gone
-            infos = list(sn.walk())
-            parents = {i.parent for i in infos}
-            doomed = [
-                i for i in infos if i.kind == COMMITTED and i.name not in chains and i.name not in parents
-            ]
-            doomed += [
-                i
-                for i in infos
-                if i.kind == ACTIVE and i.name.startswith("extract-") and i.name not in parents
-            ]
-            if not doomed:
-                return freed
-            for info in doomed:
-                freed += sn.usage(info.name).size
-                sn.remove(info.name)
+        for sn in self._all_snapshotters():
+            freed += _gc_snapshots(sn, chains)
+        return freed
+
+
+def _gc_snapshots(sn: Snapshotter, chains: set[str]) -> int:
+    """Remove layer snapshots no image uses, and unpacks a crash left behind; leaves first."""
+    freed = 0
+    while True:
+        infos = list(sn.walk())
+        parents = {i.parent for i in infos}
+        doomed = [i for i in infos if i.name not in parents and i.name not in chains and i.kind == COMMITTED]
+        doomed += [
+            i for i in infos if i.name not in parents and i.kind == ACTIVE and i.name.startswith("extract-")
+        ]
+        if not doomed:
+            return freed
+        for info in doomed:
+            freed += sn.usage(info.name).size
+            sn.remove(info.name)
 
 
 def _matching_tag(name: str, image: Image) -> Reference | None:

@@ -260,3 +260,21 @@ def test_multi_platform_index_loads_this_machines_image(imgs: Images, tmp_path: 
     (lay / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
     [loaded] = archive.load(imgs, lay)
     assert str(loaded.image.record.manifest) == ids["manifest"] and loaded.tags[0].familiar() == "multi:1"
+
+
+def test_gc_and_rmi_see_every_snapshotter_under_the_root(imgs: Images, tmp_path: Path) -> None:
+    oci_layout(tmp_path / "l", [tar_bytes(BASE)], "app:v1")
+    archive.load(imgs, tmp_path / "l")  # unpacked by native
+    fuse = Images(imgs.root, "fuse-overlayfs")
+    try:
+        fuse.prepare("ctr", "app:v1")  # unpacked again, lazily, by another snapshotter
+        with pytest.raises(Conflict, match='snapshot "ctr"'):
+            imgs.remove("app:v1")  # the container lives in the other snapshotter
+        fuse.snapshots.remove("ctr")
+    finally:
+        fuse.close()
+    imgs.remove("app:v1")
+    for name in ("native", "fuse-overlayfs"):
+        other = Images(imgs.root, name)
+        assert list(other.snapshots.walk()) == []
+        other.close()
