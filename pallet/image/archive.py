@@ -22,7 +22,7 @@ from typing import IO, Any, BinaryIO
 
 from pallet.errors import InvalidArgument, NotFound
 from pallet.image.images import Image, Images, Lease
-from pallet.image.layers import LayerError, clean_name, compression_of, copy_uncompressed
+from pallet.image.layers import CappedTarInfo, LayerError, clean_name, compression_of, copy_uncompressed
 from pallet.oci import image as oci
 from pallet.oci.digest import Digest
 from pallet.oci.reference import Reference, parse, parse_tagged
@@ -40,9 +40,11 @@ class _Source:
         if path.is_dir():
             return
         try:
-            self.tar = tarfile.open(path, "r:*")
+            self.tar = tarfile.open(path, "r:*", tarinfo=CappedTarInfo)  # no huge pax headers here either
             for m in self.tar.getmembers():
                 self.members["/".join(p for p in m.name.split("/") if p not in ("", "."))] = m
+        except LayerError:
+            raise
         except (tarfile.TarError, EOFError, OSError) as e:
             raise InvalidArgument(
                 f'archive "{path}": neither a tar archive nor an image layout directory'

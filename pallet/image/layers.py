@@ -60,10 +60,10 @@ class LayerError(InvalidArgument):
 _LONG_HEADERS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
 
-class _CappedTarInfo(tarfile.TarInfo):
+class CappedTarInfo(tarfile.TarInfo):
     def _proc_member(self, tf: tarfile.TarFile) -> tarfile.TarInfo:
         if self.type in _LONG_HEADERS and self.size > MAX_HEADER:
-            raise LayerError(f"layer: extended header of {self.size} bytes is larger than {MAX_HEADER}")
+            raise LayerError(f"tar: extended header of {self.size} bytes is larger than {MAX_HEADER}")
         return super()._proc_member(tf)  # type: ignore[misc,no-any-return]
 
 
@@ -374,7 +374,7 @@ def apply_tar(
     reader = HashingReader(stream)
     applier = _Applier(Path(root), whiteouts, lowers or [])
     try:
-        with tarfile.open(fileobj=reader, mode="r|", tarinfo=_CappedTarInfo) as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=reader, mode="r|", tarinfo=CappedTarInfo) as tar:  # type: ignore[call-overload]
             for m in tar:
                 try:
                     applier.entry(tar, m)

@@ -278,3 +278,12 @@ def test_gc_and_rmi_see_every_snapshotter_under_the_root(imgs: Images, tmp_path:
         other = Images(imgs.root, name)
         assert list(other.snapshots.walk()) == []
         other.close()
+
+
+def test_archive_with_a_huge_header_is_refused(imgs: Images, tmp_path: Path) -> None:
+    info = tarfile.TarInfo("manifest.json")
+    info.pax_headers = {"comment": "a" * (2 << 20)}
+    with tarfile.open(tmp_path / "huge.tar", "w", format=tarfile.PAX_FORMAT) as t:
+        t.addfile(info, io.BytesIO(b""))
+    with pytest.raises(LayerError, match="extended header"):
+        archive.load(imgs, tmp_path / "huge.tar")
