@@ -358,8 +358,21 @@ class _Applier:
 
     def finish(self) -> None:
         for path, mtime in reversed(self.dir_times):
-            with contextlib.suppress(FileNotFoundError):
+            # a later entry may have replaced the directory or a parent of it (with a symlink, even):
+            # set the time only where the whole path is still plain directories inside the root
+            if self.plain_dir(path):
                 os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+
+    def plain_dir(self, path: Path) -> bool:
+        cur = self.root
+        for part in path.relative_to(self.root).parts:
+            cur = cur / part
+            try:
+                if not stat.S_ISDIR(os.lstat(cur).st_mode):
+                    return False
+            except OSError:
+                return False
+        return True
 
 
 def apply_tar(
@@ -383,11 +396,13 @@ def apply_tar(
                 except OSError as e:
                     raise LayerError(f'layer: entry "{m.name}": {e.strerror or e}') from e
         reader.drain()
+        applier.finish()
     except tarfile.TarError as e:
         raise LayerError(f"layer: bad tar: {e}") from e
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise LayerError(f"layer: truncated or corrupt data: {e}") from e
-    applier.finish()
+    except OSError as e:
+        raise LayerError(f"layer: {e.strerror or e}") from e
     return ApplyResult(reader.digest(), reader.size, applier.content_size)
 
 

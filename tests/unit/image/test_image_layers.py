@@ -270,3 +270,12 @@ def test_lower_symlink_escape_and_whiteouts_below(tmp_path: Path) -> None:
         apply(upper, [f("esc/x", b"!")], Whiteouts.OCI, lowers=[low2, low1])
     apply(upper, [f("gone/x", b"ok")], Whiteouts.OCI, lowers=[low2, low1])
     assert (upper / "gone/x").read_bytes() == b"ok" and not os.path.islink(upper / "gone")
+
+
+def test_directory_times_are_not_set_through_a_later_symlink(box: tuple[Path, Path]) -> None:
+    root, outside = box
+    (outside / "b").mkdir()
+    os.utime(outside / "b", ns=(7_000_000_000, 7_000_000_000))
+    apply(root, [d("a"), d("a/b", mtime=1_000), sym("a", str(outside))])
+    assert os.lstat(outside / "b").st_mtime_ns == 7_000_000_000
+    assert os.readlink(root / "a") == str(outside)
