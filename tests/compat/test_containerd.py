@@ -150,13 +150,23 @@ def test_exec_then_stop(ctr: Ctr) -> None:
     assert_nothing_left(cid, ctr.dir, ctr.baseline_mounts)
 
 
-def test_kill_sigkill_then_delete(ctr: Ctr) -> None:
+def test_ps_pause_resume_kill_all(ctr: Ctr) -> None:
+    """`ps --format json`, `pause`, `resume`, then `kill --all` and `delete` as the shim calls them."""
     cid = unique_id()
-    p = ctr("run", "-d", *ctr.run_flags(), IMAGE_NAME, cid, "sleep", "1000")
+    p = ctr("run", "-d", *ctr.run_flags(), IMAGE_NAME, cid, "sh", "-c", "sleep 1000 & exec sleep 1001")
     assert p.returncode == 0, ctr.explain(p)
     try:
         assert ctr.task_status(cid) == "RUNNING"
-        p = ctr("task", "kill", "-s", "SIGKILL", cid)
+
+        def pids() -> list[str]:
+            return [line.split()[0] for line in ctr("task", "ps", cid).stdout.splitlines()[1:]]
+
+        wait_until(lambda: len(pids()) == 2, 10, "both sleeps to show in `ctr task ps`")
+        for verb, status in (("pause", "PAUSED"), ("resume", "RUNNING")):
+            p = ctr("task", verb, cid)
+            assert p.returncode == 0, ctr.explain(p)
+            assert ctr.task_status(cid) == status
+        p = ctr("task", "kill", "--all", "-s", "SIGKILL", cid)
         assert p.returncode == 0, ctr.explain(p)
         wait_until(lambda: ctr.task_status(cid) == "STOPPED", 20, f"{cid} to stop")
         p = ctr("task", "rm", cid)

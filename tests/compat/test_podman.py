@@ -90,13 +90,13 @@ def _gone(podman: Podman, cid: str, name: str) -> None:
 
 
 def test_run_output_and_exit_code(podman: Podman) -> None:
+    """With a terminal: pallet-runtime hands the pty master to conmon over --console-socket."""
     name = unique_id()
-    p = podman(
-        "run", "--name", name, "--network", "none", IMAGE, "sh", "-c", "echo hello-pallet from $$; exit 3"
-    )
+    p = podman("run", "-t", "--name", name, "--network", "none", IMAGE,
+               "sh", "-c", "tty; echo hello-pallet from $$; exit 3")  # fmt: skip
     try:
         assert p.returncode == 3, explain(p)
-        assert p.stdout.strip() == "hello-pallet from 1"
+        assert p.stdout.replace("\r", "").split("\n")[:2] == ["/dev/pts/0", "hello-pallet from 1"]
         cid = podman.check("inspect", "--format", "{{.Id}}", name)
         assert podman.check("inspect", "--format", "{{.OCIRuntime}}", name) == str(PALLET_RUNTIME)
     finally:
