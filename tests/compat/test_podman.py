@@ -29,7 +29,8 @@ from tests.compat.conftest import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.compat, pytest.mark.root]
+# with `-n N --dist loadgroup`, one worker runs the module: one peer, started once
+pytestmark = [pytest.mark.compat, pytest.mark.root, pytest.mark.xdist_group("podman")]
 
 IMAGE = "localhost/pallet-busybox:latest"
 
