@@ -10,6 +10,7 @@ logs and the runtime's --root; its path carries the "pallet-t" token, so anythin
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -97,6 +98,7 @@ class Daemon:
 
     def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
+        self.name = argv[0]
         with log.open("ab") as f:
             self.proc = subprocess.Popen(
                 argv,
@@ -117,7 +119,7 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                pytest.fail(f"{self.proc.args[0]} exited with {self.proc.returncode}:\n{self.log_tail()}")
+                pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             if path.exists():
                 with socket.socket(socket.AF_UNIX) as s:
                     try:
@@ -127,7 +129,7 @@ class Daemon:
                         pass
             time.sleep(0.05)
         self.stop()
-        pytest.fail(f"{self.proc.args[0]} did not listen on {path} in {timeout}s:\n{self.log_tail()}")
+        pytest.fail(f"{self.name} did not listen on {path} in {timeout}s:\n{self.log_tail()}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -210,6 +212,13 @@ def assert_nothing_left(cid: str, d: Path, baseline_mounts: list[str], timeout: 
         time.sleep(0.1)
         left = leftovers()
     assert not left, f"container {cid} left behind: " + "; ".join(left)
+
+
+def exec_pid(stdout: str) -> int:
+    """The pid that `echo exec-pid $$` printed inside the container."""
+    m = re.search(r"exec-pid (\d+)", stdout)
+    assert m, f"no exec-pid in {stdout!r}"
+    return int(m.group(1))
 
 
 def unique_id(label: str = "c") -> str:

@@ -140,8 +140,12 @@ def _cleanup(runtime: Runtime) -> Iterator[None]:
     for cid in ids:
         runtime("delete", "--force", cid)
     for cid in ids:
-        wait_until(lambda cid=cid: not find_leaks(cid), 10, f"{runtime.name}: {cid} to leave nothing behind")
-        assert not names_under(runtime.dir / "state", cid), f"{runtime.name}: state of {cid} left behind"
+        _no_leaks(runtime, cid)
+
+
+def _no_leaks(runtime: Runtime, cid: str) -> None:
+    wait_until(lambda: not find_leaks(cid), 10, f"{runtime.name}: {cid} to leave nothing behind")
+    assert not names_under(runtime.dir / "state", cid), f"{runtime.name}: state of {cid} left behind"
 
 
 def test_state_transitions(runtime: Runtime) -> None:
