@@ -105,6 +105,11 @@ class Runtime:
         return r.stdout.split()
 
 
+def assert_error(r: Result) -> None:
+    """runc's way to fail: exit status 1 and a message on stderr."""
+    assert r.returncode == 1 and r.stderr.strip(), str(r)
+
+
 def _executable(name: str) -> str:
     if name == "pallet":
         if not PALLET_RUNTIME.exists():
@@ -170,7 +175,7 @@ def test_state_transitions(runtime: Runtime) -> None:
     assert runtime.state(cid)["pid"] == 0  # runc: a stopped container has no pid
     assert runtime("delete", cid).returncode == 0
     r = runtime("state", cid)
-    assert r.returncode != 0 and r.stderr.strip(), str(r)
+    assert_error(r)
 
 
 @pytest.mark.parametrize("sig", ["KILL", "SIGKILL", "9"])
@@ -192,7 +197,7 @@ def test_kill_with_a_handled_signal(runtime: Runtime) -> None:
 def test_kill_invalid_signal(runtime: Runtime) -> None:
     cid = runtime.started()
     r = runtime("kill", cid, "SIGNOPE")
-    assert r.returncode != 0 and r.stderr.strip(), str(r)
+    assert_error(r)
     assert runtime.status(cid) == "running"
 
 
@@ -213,6 +218,7 @@ def test_run_output(runtime: Runtime) -> None:
 def test_run_missing_executable(runtime: Runtime) -> None:
     cid = runtime.new_id()
     r = runtime("run", "--bundle", runtime.bundle(["/no/such/binary"]), cid)
+    # runc fails `create` (1); a runtime that fails in the container's exec may report 127 instead
     assert r.returncode != 0 and r.stderr.strip(), str(r)
     assert cid not in runtime.listed()
 
@@ -221,14 +227,14 @@ def test_duplicate_id(runtime: Runtime) -> None:
     cid = runtime.new_id()
     assert runtime("create", "--bundle", runtime.bundle(SLEEP), cid).returncode == 0
     r = runtime("create", "--bundle", runtime.bundle(SLEEP), cid)
-    assert r.returncode != 0 and r.stderr.strip(), str(r)
+    assert_error(r)
     assert runtime.status(cid) == "created"  # the first one is untouched
 
 
 @pytest.mark.parametrize("verb", ["state", "start", "kill", "delete", "pause", "resume", "ps"])
 def test_unknown_id(runtime: Runtime, verb: str) -> None:
     r = runtime(verb, unique_id("unknown"))
-    assert r.returncode != 0 and r.stderr.strip(), str(r)
+    assert_error(r)
 
 
 def test_force_delete_of_unknown_id_succeeds(runtime: Runtime) -> None:
@@ -245,7 +251,7 @@ def test_force_delete_of_unknown_id_succeeds(runtime: Runtime) -> None:
 def test_bad_config(runtime: Runtime, config: str) -> None:
     cid = runtime.new_id()
     r = runtime("create", "--bundle", runtime.bundle(["true"], config=config), cid)
-    assert r.returncode != 0 and r.stderr.strip(), str(r)
+    assert_error(r)
     assert cid not in runtime.listed()
     assert not names_under(runtime.dir / "state", cid)
 
@@ -282,7 +288,7 @@ def test_delete_running_needs_force(runtime: Runtime) -> None:
     cid = runtime.started()
     pid = runtime.state(cid)["pid"]
     r = runtime("delete", cid)
-    assert r.returncode != 0 and r.stderr.strip(), str(r)
+    assert_error(r)
     assert runtime.status(cid) == "running"
     r = runtime("delete", "--force", cid)
     assert r.returncode == 0, str(r)
