@@ -363,11 +363,15 @@ class V1Manager:
         can_freeze = "freezer" in self.paths and os.path.isdir(self.paths["freezer"])
         was_frozen = self.frozen()
         if can_freeze and not was_frozen:
-            self.freeze()
+            try:
+                self.freeze()
+            except CgroupError:
+                can_freeze = False  # a task stuck in D state: signal without the freeze
         try:
             signal_all(self.pids(), sig)
         finally:
-            if can_freeze and not was_frozen:
+            # a v1-frozen task does not act on SIGKILL until thawed, so a kill always thaws
+            if can_freeze and (not was_frozen or sig == SIGKILL):
                 self.thaw()
 
     def destroy(self) -> None:

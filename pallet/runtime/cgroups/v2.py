@@ -336,20 +336,21 @@ class V2Manager:
         if not self.paths or not self.exists():
             return
         if sig == SIGKILL and os.path.exists(os.path.join(self.path, "cgroup.kill")):
-            write_file(self.path, "cgroup.kill", "1", "v2")
+            write_file(self.path, "cgroup.kill", "1", "v2")  # frozen or not, forking or not (5.14+)
             return
         # freeze first so nothing forks past the signal (runc's signalAllProcesses)
         was_frozen = self.frozen()
-        try:
-            if not was_frozen:
+        froze = False
+        if not was_frozen:
+            try:
                 self.freeze()
-        except CgroupError:
-            signal_all(self.pids(), sig)
-            return
+                froze = True
+            except CgroupError:
+                pass
         try:
             signal_all(self.pids(), sig)
         finally:
-            if not was_frozen:
+            if froze or (was_frozen and sig == SIGKILL):
                 self.thaw()
 
     def destroy(self) -> None:

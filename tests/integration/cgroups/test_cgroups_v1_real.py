@@ -1,0 +1,303 @@
+"""The v1 driver on this host's real hierarchies, as root: limits are enforced, not just written.
+
+Every process a test starts carries the test's token in its command line and every cgroup is named
+after it, so ``leakcheck`` finds anything left behind. A process starts blocked on its stdin, is
+placed in the cgroup, then released: all it does happens inside the cgroup.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pallet.runtime.cgroups import CgroupError, open_manager
+from pallet.runtime.cgroups.common import CgroupValueError
+from pallet.runtime.cgroups.oom import watch_oom
+
+ROOT = "/sys/fs/cgroup"
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        not os.path.isdir(f"{ROOT}/memory") or os.path.exists(f"{ROOT}/cgroup.controllers"),
+        reason="needs cgroup v1 hierarchies",
+    ),
+]
+
+
+class Held:
+    """A Python process that waits for a line on stdin before running ``code`` (argv[1] is the token)."""
+
+    def __init__(self, code: str, token: str) -> None:
+        prelude = "import sys\nsys.stdin.readline()\n"
+        self.p = subprocess.Popen(
+            [sys.executable, "-c", prelude + code, token],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.pid = self.p.pid
+
+    def release(self) -> None:
+        assert self.p.stdin is not None
+        self.p.stdin.write("go\n")
+        self.p.stdin.flush()
+
+    def line(self) -> str:
+        assert self.p.stdout is not None
+        return self.p.stdout.readline().strip()
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait()
+
+
+@pytest.fixture
+def mgr(token: str, leakcheck: None) -> Iterator[object]:
+    m = open_manager(f"/{token}", token)
+    try:
+        yield m
+    finally:
+        m.destroy()
+
+
+@pytest.fixture
+def held(token: str) -> Iterator[object]:
+    procs: list[Held] = []
+
+    def start(code: str) -> Held:
+        h = Held(code, token)
+        procs.append(h)
+        return h
+
+    try:
+        yield start
+    finally:
+        for h in procs:
+            h.stop()
+
+
+def read(m, controller: str, name: str) -> str:  # noqa: ANN001
+    return Path(m.paths[controller], name).read_text().strip()
+
+
+def proc_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_place_a_process_and_read_limits_back(mgr, held) -> None:
+    h = held("import time; time.sleep(60)")
+    mgr.apply(h.pid)
+    mgr.set(
+        {
+            "memory": {"limit": 64 << 20, "swap": 128 << 20, "reservation": 32 << 20, "swappiness": 0},
+            "pids": {"limit": 16},
+            "cpu": {"shares": 512, "quota": 20000, "period": 100000, "cpus": "0", "mems": "0"},
+        }
+    )
+    assert read(mgr, "memory", "memory.limit_in_bytes") == str(64 << 20)
+    assert read(mgr, "memory", "memory.memsw.limit_in_bytes") == str(128 << 20)
+    assert read(mgr, "memory", "memory.soft_limit_in_bytes") == str(32 << 20)
+    assert read(mgr, "pids", "pids.max") == "16"
+    assert read(mgr, "cpu", "cpu.shares") == "512"
+    assert read(mgr, "cpu", "cpu.cfs_quota_us") == "20000"
+    assert read(mgr, "cpuset", "cpuset.cpus") == "0"
+    for c in mgr.paths:
+        assert str(h.pid) in read(mgr, c, "cgroup.procs").split(), c
+    assert f":/{mgr.paths['memory'].rsplit('/', 1)[1]}" in Path(f"/proc/{h.pid}/cgroup").read_text()
+    assert mgr.pids() == [h.pid]
+    s = mgr.stats()
+    assert s["pids"] == {"current": 1, "limit": 16}
+    assert s["memory"]["usage"]["limit"] == 64 << 20
+    # update a running container: raise the limits
+    mgr.set({"pids": {"limit": 64}, "memory": {"limit": 256 << 20, "swap": 512 << 20}})
+    assert read(mgr, "pids", "pids.max") == "64"
+    assert read(mgr, "memory", "memory.limit_in_bytes") == str(256 << 20)
+
+
+def test_memory_hog_is_oom_killed_and_counted(mgr, held) -> None:
+    h = held("b = []\nwhile True: b.append(bytearray(1 << 20))")
+    mgr.apply(h.pid)
+    mgr.set({"memory": {"limit": 48 << 20, "swap": 48 << 20}})  # memory+swap = memory: no swap to escape to
+    with watch_oom(mgr) as w:
+        h.release()
+        assert h.p.wait(timeout=60) == -signal.SIGKILL
+        assert w.wait(timeout=10) >= 1
+    s = mgr.stats()
+    assert s["memory"]["oom_kill"] >= 1
+    assert s["memory"]["usage"]["max"] <= 48 << 20
+
+
+def test_fork_bomb_stops_at_pids_max(mgr, held) -> None:
+    code = (
+        "import os, time\n"
+        "n = 0\n"
+        "try:\n"
+        "    for _ in range(500):\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(60); os._exit(0)\n"
+        "        n += 1\n"
+        "except OSError as e:\n"
+        "    print(n, e.errno, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    h = held(code)
+    mgr.apply(h.pid)
+    mgr.set({"pids": {"limit": 8}})
+    h.release()
+    forked, err = (int(x) for x in h.line().split())
+    assert err == errno.EAGAIN
+    assert forked == 7  # 8 tasks in all, the bomb itself included
+    assert mgr.stats()["pids"]["current"] == 8
+    assert len(mgr.pids()) == 8
+    mgr.destroy()
+    assert not mgr.exists()
+    assert h.p.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_busy_loop_under_a_cpu_quota_is_throttled(mgr, held) -> None:
+    h = held("import time\nt = time.monotonic()\nwhile time.monotonic() - t < 1.0: pass\n")
+    mgr.apply(h.pid)
+    mgr.set({"cpu": {"quota": 10000, "period": 100000}})  # 10 % of one cpu
+    h.release()
+    assert h.p.wait(timeout=60) == 0
+    s = mgr.stats()
+    assert s["cpu"]["throttling"]["throttledPeriods"] > 0
+    assert s["cpu"]["throttling"]["throttledTime"] > 0
+    assert s["cpu"]["usage"]["total"] > 0
+    assert sum(s["cpu"]["usage"]["percpu"]) > 0
+
+
+def test_freeze_stops_the_process_and_thaw_resumes_it(mgr, held, token) -> None:
+    counter = Path(f"/tmp/{token}.count")
+    try:
+        h = held(
+            f"import time\np = {str(counter)!r}\ni = 0\n"
+            "while True:\n    i += 1\n    open(p, 'w').write(str(i))\n    time.sleep(0.005)\n"
+        )
+        mgr.apply(h.pid)
+        h.release()
+        while not counter.exists() or not counter.read_text():
+            time.sleep(0.01)
+        mgr.freeze()
+        assert mgr.frozen()
+        assert proc_state(h.pid) in ("D", "T")  # the v1 freezer parks tasks in the refrigerator
+        seen = counter.read_text()
+        time.sleep(0.3)
+        assert counter.read_text() == seen  # no progress while frozen
+        mgr.thaw()
+        assert not mgr.frozen()
+        deadline = time.monotonic() + 10
+        while counter.read_text() == seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert counter.read_text() != seen
+    finally:
+        counter.unlink(missing_ok=True)
+
+
+def test_kill_all_signals_every_process(mgr, held) -> None:
+    h = held("import os, time\nfor _ in range(3):\n    if os.fork() == 0: break\ntime.sleep(60)\n")
+    mgr.apply(h.pid)
+    h.release()
+    deadline = time.monotonic() + 10
+    while len(mgr.pids()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(mgr.pids()) == 4
+    mgr.kill_all(signal.SIGTERM)
+    assert h.p.wait(timeout=10) == -signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while mgr.pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert mgr.pids() == []
+    assert not mgr.frozen()  # left thawed
+
+
+def test_destroy_kills_and_removes_even_a_frozen_cgroup(mgr, held, token) -> None:
+    h = held("import os, time\nfor _ in range(2):\n    if os.fork() == 0: break\ntime.sleep(60)\n")
+    mgr.apply(h.pid)
+    h.release()
+    mgr.set({"pids": {"limit": 10}})
+    deadline = time.monotonic() + 10
+    while len(mgr.pids()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    mgr.freeze()
+    again = open_manager(f"/{token}", token)  # a later command re-opens it from the same arguments
+    assert again.paths == mgr.paths and again.exists()
+    again.destroy()
+    assert not again.exists() and not mgr.exists()
+    for d in mgr.paths.values():
+        assert not os.path.exists(d)
+    assert h.p.wait(timeout=10) == -signal.SIGKILL
+    again.destroy()  # idempotent
+
+
+def test_a_value_the_kernel_refuses_is_one_clear_error(mgr) -> None:
+    mgr.apply(0)  # create without a process
+    with pytest.raises(CgroupValueError) as e:
+        mgr.set({"cpu": {"quota": 500}})  # below the kernel's 1 ms minimum
+    assert str(e.value) == "cgroup cpu: cannot set cpu.cfs_quota_us to 500: invalid argument"
+    with pytest.raises(CgroupValueError, match=r"cpu.cpus: must be a list"):
+        mgr.set({"cpu": {"cpus": "0-x"}})
+    with pytest.raises(CgroupError, match=r"cpuset.cpus to 0-4095: "):
+        mgr.set({"cpu": {"cpus": "0-4095"}})  # cpus this machine does not have
+
+
+def test_devices_rules_are_enforced(mgr, held) -> None:
+    code = (
+        "import sys\n"
+        "for line in sys.stdin:\n"
+        "    try:\n"
+        "        open(line.strip(), 'rb').close(); print('ok', flush=True)\n"
+        "    except OSError as e:\n"
+        "        print(e.errno, flush=True)\n"
+    )
+    h = held(code)
+    mgr.apply(h.pid)
+    mgr.set({"devices": [{"allow": False, "access": "rwm"}]})
+    assert "c 1:3 rwm" in read(mgr, "devices", "devices.list").splitlines()
+
+    def try_open(path: str) -> str:
+        assert h.p.stdin is not None
+        h.p.stdin.write(path + "\n")
+        h.p.stdin.flush()
+        return h.line()
+
+    h.release()
+    assert try_open("/dev/null") == "ok"  # a default device
+    assert try_open("/dev/kmsg") == str(errno.EPERM)
+    mgr.set(
+        {
+            "devices": [
+                {"allow": False, "access": "rwm"},
+                {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "r"},
+            ]
+        }
+    )
+    assert try_open("/dev/kmsg") == "ok"
+
+
+def test_relative_path_lives_below_our_own_cgroup(token, leakcheck) -> None:
+    m = open_manager(f"{token}/c", token)
+    own = {
+        line.split(":")[1]: line.split(":", 2)[2]
+        for line in Path("/proc/self/cgroup").read_text().splitlines()
+    }
+    try:
+        assert m.paths["memory"] == os.path.normpath(f"{ROOT}/memory/{own['memory']}/{token}/c")
+        m.apply(0)
+        assert os.path.isdir(m.paths["memory"])
+    finally:
+        m.destroy()
+        for d in m.paths.values():  # the parent {token} was made by mkdir -p; runc leaves it too
+            try:
+                os.rmdir(os.path.dirname(d))
+            except FileNotFoundError:
+                pass
