@@ -22,7 +22,22 @@ from pallet.runtime.cgroups.common import (
     validate_resources,
 )
 
-__all__ = ["CgroupError", "CgroupValueError", "Manager", "open_manager", "validate_resources", "is_v2"]
+__all__ = [
+    "CgroupError",
+    "CgroupValueError",
+    "Manager",
+    "open_manager",
+    "validate_resources",
+    "is_v2",
+    "watch_oom",
+]
+
+
+def watch_oom(mgr: Manager) -> Any:
+    """An OOMWatcher (oom.py) for ``events``: ``wait(timeout)`` returns new OOM events, ``gone`` ends it."""
+    from pallet.runtime.cgroups.oom import OOMWatcher  # noqa: PLC0415 - only the events command needs it
+
+    return OOMWatcher(mgr)
 
 
 class Manager(Protocol):

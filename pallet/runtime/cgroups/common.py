@@ -425,6 +425,37 @@ def _device_numbers(dev: dict[str, Any], field: str) -> None:
         _int(dev, key, field, lo=0)
 
 
+def wanted_controllers(res: dict[str, Any]) -> dict[str, str]:
+    """v1 controller → the field that needs it, for the fields that would write something; checked
+    before the first write, so that a missing controller fails the whole set with nothing changed."""
+
+    def some(d: Any) -> bool:
+        return isinstance(d, dict) and any(v not in (None, 0, False, "", [], {}) for v in d.values())
+
+    out: dict[str, str] = {}
+    cpu = res.get("cpu") or {}
+    if cpu.get("cpus") or cpu.get("mems"):
+        out["cpuset"] = "cpu.cpus"
+    if some({k: v for k, v in cpu.items() if k not in ("cpus", "mems")}) or cpu.get("idle") is not None:
+        out["cpu"] = "cpu"
+    if some(res.get("memory")):
+        out["memory"] = "memory"
+    if (res.get("pids") or {}).get("limit"):
+        out["pids"] = "pids"
+    if some(res.get("blockIO")):
+        out["blkio"] = "blockIO"
+    if res.get("hugepageLimits"):
+        out["hugetlb"] = "hugepageLimits"
+    net = res.get("network") or {}
+    if net.get("classID") is not None:
+        out["net_cls"] = "network.classID"
+    if net.get("priorities"):
+        out["net_prio"] = "network.priorities"
+    if res.get("rdma"):
+        out["rdma"] = "rdma"
+    return out
+
+
 # -- conversions ------------------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from pallet.runtime.cgroups.common import (
     signal_all,
     validate_resources,
     wait_empty,
+    wanted_controllers,
     write_file,
 )
 
@@ -182,6 +183,8 @@ class V1Manager:
             return
         if resources.get("unified"):
             raise CgroupValueError("cgroup v1: linux.resources.unified needs cgroup v2")
+        for controller, field in wanted_controllers(resources).items():
+            self._path(controller, field)
         if resources.get("cpu"):
             self._set_cpu(resources["cpu"])
         if resources.get("memory"):

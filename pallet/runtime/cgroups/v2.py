@@ -33,6 +33,7 @@ from pallet.runtime.cgroups.common import (
     swap_v1_to_v2,
     validate_resources,
     wait_empty,
+    wanted_controllers,
     write_file,
 )
 
@@ -144,6 +145,13 @@ class V2Manager:
             raise CgroupValueError(
                 "cgroup v2: linux.resources.network needs the v1 net_cls/net_prio controllers"
             )
+        enabled = set((read_optional(d, "cgroup.controllers") or "").split())
+        for controller, field in wanted_controllers(resources).items():
+            controller = {"blkio": "io"}.get(controller, controller)
+            if controller not in enabled and controller not in ("net_cls", "net_prio"):
+                raise CgroupError(
+                    f"cgroup v2: cannot set linux.resources.{field}: the {controller} controller is not enabled in {d}"
+                )
         self._set_pids(d, resources.get("pids") or {})
         self._set_memory(d, resources.get("memory") or {})
         self._set_io(d, resources.get("blockIO") or {})

@@ -213,8 +213,12 @@ def test_a_controller_not_delegated_is_a_clear_error(fake_v2) -> None:
     (fake_v2.root / "cgroup.controllers").write_text("memory pids\n")
     m = open_manager("/c1", "c1", root=str(fake_v2.root))
     m.apply(1)
-    with pytest.raises(CgroupError, match="cgroup cpu: cannot set cpu.weight to 100: no such file"):
-        m.set({"cpu": {"shares": 1024}})
+    with pytest.raises(
+        CgroupError,
+        match=r"cgroup v2: cannot set linux.resources.cpu: the cpu controller is not enabled in /",
+    ):
+        m.set({"pids": {"limit": 5}, "cpu": {"shares": 1024}})
+    assert Path(m.paths[""], "pids.max").read_text() == "max"  # checked before any write
 
 
 def test_devices_program_replaces_the_previous_one(mgr) -> None:
