@@ -8,12 +8,16 @@ increases of ``oom_kill``, as runc does.
     w = watch_oom(mgr)
     while not w.gone:
         n = w.wait(timeout=interval)   # 0 on timeout
+
+``stream(mgr, interval)`` wraps that for ``events``: runc's event objects, less the container id.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from pallet.runtime.cgroups.common import CgroupError
@@ -112,3 +116,30 @@ class OOMWatcher:
 
 def watch_oom(mgr: Any) -> OOMWatcher:
     return OOMWatcher(mgr)
+
+
+def stream(mgr: Any, interval: float) -> Iterator[dict[str, Any]]:
+    """{"type": "oom"} as OOMs happen and {"type": "stats", "data": ...} every ``interval`` seconds,
+    until the cgroup is removed. Without a memory cgroup (rootless) only stats come."""
+    try:
+        watcher: OOMWatcher | None = OOMWatcher(mgr)
+    except CgroupError:
+        watcher = None
+    try:
+        due = time.monotonic()
+        while mgr.exists():
+            left = due - time.monotonic()
+            if left <= 0:
+                yield {"type": "stats", "data": mgr.stats()}
+                due = time.monotonic() + interval
+                continue
+            if watcher is None:
+                time.sleep(left)
+                continue
+            for _ in range(watcher.wait(left)):
+                yield {"type": "oom"}
+            if watcher.gone:
+                return
+    finally:
+        if watcher is not None:
+            watcher.close()

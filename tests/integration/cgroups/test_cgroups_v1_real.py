@@ -20,7 +20,7 @@ import pytest
 
 from pallet.runtime.cgroups import CgroupError, open_manager
 from pallet.runtime.cgroups.common import CgroupValueError
-from pallet.runtime.cgroups.oom import watch_oom
+from pallet.runtime.cgroups.oom import stream, watch_oom
 
 ROOT = "/sys/fs/cgroup"
 pytestmark = [
@@ -149,6 +149,24 @@ def test_memory_hog_is_oom_killed_and_counted(mgr, held) -> None:
         mgr.destroy()
         assert w.wait(timeout=10) == 0  # the removal wakes the watcher: no OOM, and it is done
         assert w.gone
+
+
+def test_events_stream_reports_the_oom_and_stats(mgr, held) -> None:
+    h = held("import time\nb = []\nwhile True: b.append(bytearray(1 << 20)); time.sleep(0.001)")
+    mgr.apply(h.pid)
+    mgr.set({"memory": {"limit": 32 << 20, "swap": 32 << 20}})
+    seen: list[str] = []
+    events = stream(mgr, 0.1)
+    h.release()
+    deadline = time.monotonic() + 60
+    for ev in events:
+        seen.append(ev["type"])
+        if ev["type"] == "stats":
+            assert ev["data"]["memory"]["usage"]["limit"] == 32 << 20
+        if ev["type"] == "oom" or time.monotonic() > deadline:
+            break
+    events.close()
+    assert seen[0] == "stats" and seen[-1] == "oom"
 
 
 def test_fork_bomb_stops_at_pids_max(mgr, held) -> None:
