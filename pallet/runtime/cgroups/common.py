@@ -194,6 +194,8 @@ def inner_path(cgroups_path: str | None, container_id: str) -> str:
         if not container_id or "/" in container_id or container_id in (".", ".."):
             raise CgroupValueError(f"cgroup: invalid container id {container_id!r} for a cgroup name")
         return container_id
+    if p == "/":
+        raise CgroupValueError("cgroup: cgroupsPath / is the root of the hierarchy, not a container's cgroup")
     return p
 
 

@@ -63,6 +63,7 @@ class V1Manager:
         self.root = root
         self.rootless = rootless
         self.paths: dict[str, str] = {}
+        self._skipped: set[str] = set()
         for c in CONTROLLERS:
             mount = os.path.join(root, c)
             if not os.path.isdir(mount):
@@ -86,6 +87,10 @@ class V1Manager:
 
     def _path(self, controller: str, field: str) -> str:
         d = self.paths.get(controller)
+        if d is None and controller in self._skipped:
+            raise CgroupError(
+                f"cgroup v1: rootless: cannot set linux.resources.{field}: the {controller} cgroup is not writable by this user"
+            )
         if d is None:
             raise CgroupError(
                 f"cgroup v1: cannot set linux.resources.{field}: the {controller} controller is not mounted"
@@ -120,6 +125,7 @@ class V1Manager:
                     )
                     if self.rootless and denied:
                         del self.paths[c]  # runc: a rootless container skips what it cannot write
+                        self._skipped.add(c)
                         continue
                     if isinstance(e, CgroupError):
                         raise

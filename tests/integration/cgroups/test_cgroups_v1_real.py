@@ -369,3 +369,89 @@ def test_writes_to_a_loop_device_are_throttled_and_accounted(mgr, held, token) -
         if dev:
             subprocess.run(["losetup", "-d", dev], check=False)
         img.unlink(missing_ok=True)
+
+
+def test_cpu_shares_shift_cpu_time_between_two_competing_cgroups(token, leakcheck, held) -> None:
+    """Two busy loops pinned to one cpu, shares 2048 against 512: the kernel should give about 4:1."""
+    hi = open_manager(f"/{token}-hi", f"{token}-hi")
+    lo = open_manager(f"/{token}-lo", f"{token}-lo")
+    loop = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 30: pass\n"
+    try:
+        procs = []
+        for m, shares in ((hi, 2048), (lo, 512)):
+            h = held(loop)
+            m.apply(h.pid)
+            m.set({"cpu": {"shares": shares, "cpus": "0"}})
+            procs.append(h)
+        for h in procs:
+            h.release()
+        # measured in cpu time used, not wall time: run until both together used 1 s of cpu 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            used = [m.stats()["cpu"]["usage"]["total"] for m in (hi, lo)]
+            if sum(used) >= 1_000_000_000:
+                break
+            time.sleep(0.05)
+        ratio = used[0] / max(used[1], 1)
+        print(f"cpu time with shares 2048:512 = {used[0] / 1e9:.2f}s:{used[1] / 1e9:.2f}s, ratio {ratio:.2f}")
+        assert ratio > 2.0
+    finally:
+        hi.destroy()
+        lo.destroy()
+
+
+ROOTLESS_SCRIPT = """
+import json, os, sys
+from pallet.runtime.cgroups import CgroupError, open_manager
+m = open_manager(sys.argv[1], "c", rootless=True)
+m.apply(os.getpid())
+out = {"paths": sorted(m.paths)}
+m.set({"pids": {"limit": 7}})
+try:
+    m.set({"cpu": {"shares": 100}})
+except CgroupError as e:
+    out["error"] = str(e)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/setpriv"), reason="needs setpriv")
+def test_rootless_uses_what_is_delegated_and_skips_the_rest(token, leakcheck) -> None:
+    """As an unprivileged user, with only the pids hierarchy delegated (chowned, as systemd or an
+    admin would), apply skips the others without error; a limit on a skipped one is a clear error."""
+    nobody = 65534
+    delegated = Path(ROOT, "pids", token)
+    delegated.mkdir()
+    try:
+        for p in [delegated, *delegated.iterdir()]:
+            os.chown(p, nobody, nobody)
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3]))
+        r = subprocess.run(
+            [
+                "setpriv",
+                f"--reuid={nobody}",
+                f"--regid={nobody}",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                ROOTLESS_SCRIPT,
+                f"/{token}/c",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        import json
+
+        out = json.loads(r.stdout)
+        assert out["paths"] == ["pids"]
+        assert out["error"] == (
+            "cgroup v1: rootless: cannot set linux.resources.cpu: the cpu cgroup is not writable by this user"
+        )
+        assert (delegated / "c" / "pids.max").read_text().strip() == "7"
+    finally:
+        m = open_manager(f"/{token}/c", "c")
+        m.destroy()
+        delegated.rmdir()

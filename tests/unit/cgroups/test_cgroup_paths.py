@@ -27,6 +27,8 @@ def test_inner_path_defaults_to_the_container_id() -> None:
     assert inner_path("pallet/web", "web") == "pallet/web"
     with pytest.raises(CgroupValueError):
         inner_path(None, "..")
+    with pytest.raises(CgroupValueError, match="root of the hierarchy"):
+        inner_path("/a/..", "web")
 
 
 def test_parse_proc_cgroup_splits_comounted_controllers() -> None:
