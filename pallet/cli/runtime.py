@@ -44,7 +44,9 @@ class _Log:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pallet-runtime", description="Pallet's OCI runtime (runc-compatible)")
-    p.add_argument("--root", default=None, help="state directory (default /run/pallet-runtime)")
+    p.add_argument(
+        "--root", default=None, help="state directory (default $PALLET_RUNTIME_ROOT or /run/pallet-runtime)"
+    )
     p.add_argument("--log", default=None, help="log file (default: stderr only)")
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     p.add_argument("--debug", action="store_true")
@@ -124,6 +126,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def default_root() -> str:
+    """--root when not given: $PALLET_RUNTIME_ROOT, else runc's convention for our name."""
+    if os.environ.get("PALLET_RUNTIME_ROOT"):
+        return os.environ["PALLET_RUNTIME_ROOT"]
     if os.geteuid() != 0:
         return os.path.join(
             os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.geteuid()}", "pallet-runtime"
@@ -209,7 +214,7 @@ def cmd_start(rt: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_run(rt: Any, args: argparse.Namespace) -> int:
-    from pallet.runtime import container, terminal
+    from pallet.runtime import container
 
     foreground = not args.detach
     st, sd, master = rt.create(
@@ -223,24 +228,7 @@ def cmd_run(rt: Any, args: argparse.Namespace) -> int:
     if args.detach:
         return 0
     try:
-        if master is not None:
-            r, w = os.pipe()
-            code = 0
-            import threading
-
-            def waiter() -> None:
-                nonlocal code
-                code = container.wait_for(st.pid, st.pid, w)
-
-            # the reaper blocks in waitpid; the relay is driven by the pty and the wakeup pipe
-            with terminal.raw_stdin():
-                signal.signal(signal.SIGINT, lambda *_: None)
-                t = threading.Thread(target=waiter, daemon=True)
-                t.start()
-                terminal.relay(master, r)
-                t.join()
-            return code
-        return container.wait_for(st.pid, st.pid)
+        return container.wait_foreground(st.pid, master)
     finally:
         if not args.keep:
             try:
@@ -321,7 +309,7 @@ def _exec_process(rt: Any, args: argparse.Namespace) -> dict[str, Any]:
     if not args.args:
         raise InvalidArgument("exec: give --process FILE or the command to run")
     st, _sd, _ = rt.load(args.id)
-    proc = json.loads(json.dumps(st.config.get("process") or {}))
+    proc: dict[str, Any] = json.loads(json.dumps(st.config.get("process") or {}))
     proc["args"] = [a for a in args.args if a != "--"] if args.args[0] == "--" else args.args
     proc["terminal"] = args.tty
     if args.cwd:
@@ -349,7 +337,7 @@ def _exec_process(rt: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_exec(rt: Any, args: argparse.Namespace) -> int:
-    from pallet.runtime import container, terminal
+    from pallet.runtime import container
 
     proc = _exec_process(rt, args)
     foreground = not args.detach
@@ -365,23 +353,7 @@ def cmd_exec(rt: Any, args: argparse.Namespace) -> int:
     )
     if not foreground:
         return 0
-    if master is not None:
-        import threading
-
-        r, w = os.pipe()
-        code = 0
-
-        def waiter() -> None:
-            nonlocal code
-            code = container.wait_for(pid, pid, w)
-
-        with terminal.raw_stdin():
-            t = threading.Thread(target=waiter, daemon=True)
-            t.start()
-            terminal.relay(master, r)
-            t.join()
-        return code
-    return container.wait_for(pid, pid)
+    return container.wait_foreground(pid, master)
 
 
 def cmd_pause(rt: Any, args: argparse.Namespace) -> int:

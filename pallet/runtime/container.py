@@ -165,6 +165,11 @@ class Runtime:
                 "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); use the cgroupfs driver"
             )
         rootless = os.geteuid() != 0
+        for fd in range(3, 3 + req.preserve_fds):
+            try:
+                os.fstat(fd)
+            except OSError:
+                raise InvalidArgument(f"--preserve-fds {req.preserve_fds}: fd {fd} is not open") from None
 
         sd = StateDir(self.opts.root, req.container_id)
         sd.create()
@@ -188,7 +193,10 @@ class Runtime:
         try:
             sd.lock()
             sd.save(st)
-            os.mkfifo(sd.fifo, 0o622)
+            os.mkfifo(sd.fifo, 0o600)
+            # the init opens it as the container's root, which a user namespace maps to another host uid
+            os.chown(sd.fifo, _host_id(linux.get("uidMappings"), 0), _host_id(linux.get("gidMappings"), 0))
+            os.chmod(sd.fifo, 0o622)
             if subreaper:
                 from pallet.linux.syscalls import PR_SET_CHILD_SUBREAPER, default
 
@@ -323,12 +331,7 @@ class Runtime:
         sd.lock()
         try:
             spec_hooks = st.config.get("hooks") or {}
-            # opening the fifo for reading releases the init blocked opening it for writing
-            fd = os.open(sd.fifo, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                data = os.read(fd, 1)
-            finally:
-                os.close(fd)
+            data = _release_init(sd.fifo, st.pid)
             os.unlink(sd.fifo)
             if not data:
                 raise FailedPrecondition(f"container {cid!r}: cannot start: its init is gone")
@@ -377,7 +380,10 @@ class Runtime:
         try:
             st = sd.load()
         except NotFound:
-            raise
+            if not force:
+                raise
+            sd.remove()  # as runc: --force on an unknown id succeeds, clearing any stale directory
+            return
         status = self.status(st, sd)
         if status not in ALLOWED["delete"] and not force:
             raise _refuse("delete", cid, status)
@@ -482,6 +488,43 @@ class Runtime:
             self.opts.log(level, msg)
 
 
+def _host_id(mappings: list[dict[str, int]] | None, container_id: int) -> int:
+    """The host id that container_id maps to (itself without mappings)."""
+    for m in mappings or []:
+        if m["containerID"] <= container_id < m["containerID"] + m["size"]:
+            return m["hostID"] + container_id - m["containerID"]
+    return container_id
+
+
+def _release_init(fifo: str, pid: int) -> bytes:
+    """Open exec.fifo for reading, which releases the init blocked opening it for writing.
+
+    A blocking open would hang forever if the init had died; instead wait on the fifo and on
+    a pidfd of the init together.
+    """
+    from pallet.linux.syscalls import default
+
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        try:
+            pidfd = default().pidfd_open(pid)
+        except OSError:
+            return b""
+        try:
+            while True:
+                ready, _, _ = select.select([fd, pidfd], [], [])
+                if fd in ready:
+                    data = os.read(fd, 1)
+                    if data:
+                        return data
+                if pidfd in ready:
+                    return os.read(fd, 1) if fd in select.select([fd], [], [], 0)[0] else b""
+        finally:
+            os.close(pidfd)
+    finally:
+        os.close(fd)
+
+
 def _owner_name() -> str:
     import pwd
 
@@ -545,37 +588,57 @@ def exit_status(status: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def wait_for(pid: int, forward_to: int, done_w: int | None = None) -> int:
-    """Reap children until pid exits (we are its subreaper); forward catchable signals to it."""
-    forwarded = [
-        s
-        for s in (
-            signal.SIGINT,
-            signal.SIGTERM,
-            signal.SIGHUP,
-            signal.SIGQUIT,
-            signal.SIGUSR1,
-            signal.SIGUSR2,
-        )
-    ]
+FORWARDED_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+
+
+def forward_signals(pid: int) -> None:
+    """Pass the signals a foreground runtime receives on to the container's process, as runc does."""
 
     def forward(signum: int, _frame: Any) -> None:
         try:
-            os.kill(forward_to, signum)
+            os.kill(pid, signum)
         except ProcessLookupError:
             pass
 
-    for sig in forwarded:
+    for sig in FORWARDED_SIGNALS:
         signal.signal(sig, forward)
+
+
+def reap(pid: int) -> int:
+    """Reap children until pid exits (we are its subreaper); its exit code as a shell would give it."""
     while True:
         try:
             got, status = os.waitpid(-1, 0)
         except ChildProcessError:
             return 255
         if got == pid:
-            if done_w is not None:
-                os.write(done_w, b"x")
             return exit_status(status)
+
+
+def wait_foreground(pid: int, master: int | None) -> int:
+    """Wait for a foreground process, relaying its console first when we hold the pty master."""
+    forward_signals(pid)
+    if master is None:
+        return reap(pid)
+    from pallet.linux.syscalls import default
+    from pallet.runtime import terminal
+
+    # in raw mode ^C reaches the pty as a byte; a SIGINT sent to us is still forwarded
+    pidfd = default().pidfd_open(pid)
+    try:
+        with terminal.raw_stdin():
+            terminal.relay(master, pidfd)
+    finally:
+        os.close(pidfd)
+        os.close(master)
+    return reap(pid)
 
 
 def load_process_file(path: str) -> dict[str, Any]:

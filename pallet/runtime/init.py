@@ -1,5 +1,7 @@
 """The container's init, on the child side of the sync ladder drawn in sync.py.
 
+Every import happens before pivot_root: after it the host's Python library is out of reach.
+
 This module runs in a fresh interpreter started from a sealed memfd copy of Python (see
 launcher.py: /proc/self/exe inside the container then points at a file nobody can write,
 CVE-2019-5736). It imports only what it needs; every parse happened in the parent.
@@ -11,9 +13,12 @@ For `exec`, stage 1 joins the running container's namespaces and stage 2 execs a
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import struct
 import sys
+import termios
 from typing import Any
 
 from pallet.linux import syscalls as s
@@ -58,7 +63,11 @@ def _report(sock: socket.socket, e: BaseException) -> None:
     try:
         sync.send(sock, {"type": "error", "message": msg, "errno": getattr(e, "errno", 0) or 0})
     except OSError:
-        pass
+        # after `ready` nobody listens on the socket any more: the container's stderr is all we have
+        try:
+            os.write(2, f"pallet-runtime: container init: {msg}\n".encode())
+        except OSError:
+            pass
 
 
 def _join(sysc: Any, ns_type: str, path: str) -> None:
@@ -141,10 +150,6 @@ def _wait_reply(sock: socket.socket, want: str) -> dict[str, Any]:
 
 def _setup_console(sysc: Any, sock: socket.socket, proc: dict[str, Any]) -> None:
     """A pty from the container's own devpts; the master goes to the runtime, the slave becomes stdio."""
-    import fcntl
-    import struct
-    import termios
-
     master, slave = os.openpty()
     size = proc.get("consoleSize")
     if size:
@@ -177,14 +182,14 @@ def stage2_create(sysc: Any, sock: socket.socket, boot: dict[str, Any]) -> None:
     sync.send(sock, {"type": "hooks"})
     msg = _wait_reply(sock, "hooks-done")
     if boot.get("create_container_hooks"):
-        from pallet.runtime import hooks  # only when there are any: it pulls in subprocess
+        from pallet.runtime import hooks  # before pivot_root, so the host library is still in reach
 
         hooks.run_all(boot["create_container_hooks"], msg["state"], "createContainer")
     if "mount" in ns:
         builder.pivot(boot.get("no_pivot", False))
         builder.finish()
-    elif (spec.get("linux") or {}).get("sysctl"):
-        builder.finish()
+    else:
+        builder.write_sysctls()
     if spec.get("hostname"):
         if "uts" not in ns:
             raise InitError("cannot set hostname without a private uts namespace")

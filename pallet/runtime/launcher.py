@@ -46,7 +46,9 @@ def spawn_init(keep_fds: list[int]) -> tuple[int, socket.socket]:
     """Fork and exec pallet.runtime.init; returns (pid, our end of the sync socket)."""
     exe = sealed_interpreter()
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    env = {"PYTHONPATH": _PKG_PARENT, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+    # the interpreter runs from a memfd, so it cannot find its own library by its path: hand it ours
+    path = os.pathsep.join([_PKG_PARENT] + [p for p in sys.path if p and os.path.isdir(p)])
+    env = {"PYTHONPATH": path, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
     argv = [
         sys.executable,
         "-S",

@@ -314,12 +314,16 @@ class RootfsBuilder:
             os.close(new)
 
     def finish(self) -> None:
+        # sysctls first: readonlyPaths usually include /proc/sys
+        self.write_sysctls()
         for p in self.linux.get("maskedPaths") or []:
             self._mask(p)
         for p in self.linux.get("readonlyPaths") or []:
             self._readonly(p)
         if (self.spec.get("root") or {}).get("readonly"):
             self._remount("/", s.MS_BIND | s.MS_RDONLY)
+
+    def write_sysctls(self) -> None:
         for key, value in (self.linux.get("sysctl") or {}).items():
             path = "/proc/sys/" + key.replace(".", "/")
             try:

@@ -1,10 +1,9 @@
 """podman drives pallet-runtime: `podman --runtime PATH`, through conmon.
 
 One podman store per module (root, runroot, tmpdir, network config, events log and containers.conf
-under a pallet-t dir). `--runtime-flag root=DIR` keeps the runtime's state there too (podman would
-otherwise leave it to the runtime's default, /run/pallet-runtime). podman 4.3 does not pass runtime flags
-on to conmon's exit command (`podman container cleanup`), whose `delete --force ID` then runs against
-the default root; runc answers that with success for an unknown id, and podman depends on it.
+under a pallet-t dir). The runtime's state goes there too, through a two-line wrapper that adds
+`--root DIR`, the way a packaged runtime is configured: podman 4.3 neither passes `--runtime-flag`s on
+to conmon's exit command (`podman container cleanup`) nor gives the runtime podman's environment.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ class Podman:
     dir: Path
     env: dict[str, str]
     baseline_mounts: list[str]
+    runtime: Path
 
     def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         d = self.dir
@@ -48,7 +48,7 @@ class Podman:
             "podman", "--root", f"{d}/root", "--runroot", f"{d}/runroot", "--tmpdir", f"{d}/tmp",
             "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
             "--network-config-dir", f"{d}/net", "--volumepath", f"{d}/volumes",
-            "--runtime", str(PALLET_RUNTIME), "--runtime-flag", f"root={d}/runtime", *args,
+            "--runtime", str(self.runtime), *args,
         ]  # fmt: skip
         return subprocess.run(
             argv, capture_output=True, text=True, timeout=timeout, env=self.env, stdin=subprocess.DEVNULL
@@ -75,7 +75,10 @@ def podman(busybox_tar: Path) -> Iterator[Podman]:
             f'[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nevents_logfile_path = "{d}/events.log"\n'
         )
         env = dict(os.environ, CONTAINERS_CONF=str(conf), CONTAINERS_CONF_OVERRIDE=str(conf))
-        pm = Podman(d, env, [])
+        wrapper = d / "pallet-runtime"
+        wrapper.write_text(f'#!/bin/sh\nexec {PALLET_RUNTIME} --root {d}/runtime "$@"\n')
+        wrapper.chmod(0o755)
+        pm = Podman(d, env, [], wrapper)
         try:
             pm.check("import", str(busybox_tar), IMAGE)
             pm.baseline_mounts = mounts_under(d)
@@ -100,7 +103,7 @@ def test_run_output_and_exit_code(podman: Podman) -> None:
         assert p.returncode == 3, explain(p)
         assert p.stdout.replace("\r", "").split("\n")[:2] == ["/dev/pts/0", "hello-pallet from 1"]
         cid = podman.check("inspect", "--format", "{{.Id}}", name)
-        assert podman.check("inspect", "--format", "{{.OCIRuntime}}", name) == str(PALLET_RUNTIME)
+        assert podman.check("inspect", "--format", "{{.OCIRuntime}}", name) == str(podman.runtime)
     finally:
         podman("rm", "--force", name)
     _gone(podman, cid, name)
