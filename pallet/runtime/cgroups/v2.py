@@ -252,7 +252,11 @@ class V2Manager:
             write_file(d, "cpuset.mems", cpu["mems"], "cpuset")
 
     def _set_devices(self, d: str, rules: list[dict[str, Any]]) -> None:
-        """Attach the new program before detaching the old ones, so there is no moment without one."""
+        """Attach the new program before detaching the old ones, so there is no moment without one.
+
+        Loading a program needs CAP_BPF or CAP_SYS_ADMIN: a rootless container goes without, as on
+        v1 where its devices cgroup is not writable (runc).
+        """
         bpf = self._bpf
         if bpf is None:
             from pallet.linux import bpf as real  # noqa: PLC0415 - ctypes setup only when devices are set
@@ -265,20 +269,31 @@ class V2Manager:
                 old = bpf.prog_query(dfd)
                 pfd = bpf.prog_load_cgroup_device(program)
             except OSError as e:
+                if self.rootless and e.errno in (errno.EPERM, errno.EACCES):
+                    return
                 log = getattr(e, "log", "")
                 raise CgroupError(
                     f"cgroup devices: cannot load the device program for {d}: {e.strerror}"
                     + (f": {log.strip()}" if log else "")
                 ) from e
+            replaced = False
             try:
-                bpf.prog_attach(dfd, pfd, bpf.BPF_F_ALLOW_MULTI)
+                try:
+                    bpf.prog_attach(dfd, pfd, bpf.BPF_F_ALLOW_MULTI)
+                except OSError as e:
+                    # one program attached without BPF_F_ALLOW_MULTI (by another manager) refuses
+                    # company; attaching without flags replaces it instead
+                    if e.errno != errno.EPERM or len(old) != 1:
+                        raise
+                    bpf.prog_attach(dfd, pfd, 0)
+                    replaced = True
             except OSError as e:
                 raise CgroupError(
                     f"cgroup devices: cannot attach the device program to {d}: {e.strerror}"
                 ) from e
             finally:
                 os.close(pfd)
-            for prog_id in old:
+            for prog_id in [] if replaced else old:
                 try:
                     ofd = bpf.prog_get_fd_by_id(prog_id)
                 except OSError:

@@ -234,3 +234,25 @@ def test_hugetlb_limit_when_the_tree_has_the_controller(mgr) -> None:
     assert Path(mgr.path, f"hugetlb.{size}.max").read_text().strip() == str(limit)
     assert Path(mgr.path, f"hugetlb.{size}.rsvd.max").read_text().strip() == str(limit)
     assert mgr.stats()["hugetlb"][size] == {"usage": 0, "failcnt": 0}
+
+
+def test_a_program_attached_without_multi_is_replaced(mgr) -> None:
+    """Another manager's program attached exclusively (no BPF_F_ALLOW_MULTI) is replaced, not joined."""
+    from pallet.linux import bpf
+    from pallet.runtime.cgroups.devices import device_program
+
+    mgr.apply(0)
+    dfd = os.open(mgr.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        foreign = bpf.prog_load_cgroup_device(device_program([{"allow": True, "access": "rwm"}]))
+        try:
+            bpf.prog_attach(dfd, foreign, 0)
+        finally:
+            os.close(foreign)
+        before = bpf.prog_query(dfd)
+        assert len(before) == 1
+        mgr.set({"devices": [{"allow": False, "access": "rwm"}]})
+        after = bpf.prog_query(dfd)
+        assert len(after) == 1 and after != before
+    finally:
+        os.close(dfd)
