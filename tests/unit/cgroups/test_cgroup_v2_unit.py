@@ -222,7 +222,7 @@ def test_a_controller_not_delegated_is_a_clear_error(fake_v2) -> None:
 
 
 def test_devices_program_replaces_the_previous_one(mgr) -> None:
-    from conftest import FakeBpf
+    from pallet_cgroupfs_fake import FakeBpf
 
     from pallet.runtime.cgroups.devices import device_program, effective_rules
 
