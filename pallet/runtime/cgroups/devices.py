@@ -164,3 +164,85 @@ def evaluate(rules: list[dict[str, Any]], dev_type: str, major: int, minor: int,
         if not rule["allow"] and req & acc:
             return False
     return False
+
+
+# -- v1 transitions ------------------------------------------------------------------------------------
+# The v1 kernel keeps a default (allow or deny everything) and a list of exceptions to it; an "a" rule
+# sets the default and clears the list, any other rule adds to or removes from the list. Updating a
+# running container by "deny a" then the allows would leave it without /dev/null for a moment, so,
+# as runc does, compute the state the rules lead to and write only the difference.
+
+Key = tuple[str, str, str]  # (type, major, minor) with "*" for any
+
+
+class V1State:
+    def __init__(self, default_allow: bool, exceptions: dict[Key, set[str]] | None = None) -> None:
+        self.default_allow = default_allow
+        self.exceptions: dict[Key, set[str]] = exceptions or {}
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, V1State)
+            and self.default_allow == other.default_allow
+            and self.exceptions == other.exceptions
+        )
+
+    def apply(self, rule: dict[str, Any]) -> None:
+        t = rule.get("type") or "a"
+        if t == "a":
+            self.default_allow = bool(rule["allow"])
+            self.exceptions = {}
+            return
+        major, minor = _num(rule.get("major")), _num(rule.get("minor"))
+        key = (t, "*" if major is None else str(major), "*" if minor is None else str(minor))
+        access = set(rule.get("access") or "rwm")
+        if rule["allow"] != self.default_allow:
+            self.exceptions.setdefault(key, set()).update(access)  # the kernel merges same-device entries
+        elif key in self.exceptions:
+            self.exceptions[key] -= access
+            if not self.exceptions[key]:
+                del self.exceptions[key]
+
+
+def v1_parse_list(text: str) -> V1State:
+    """devices.list: "a *:* rwm" alone when everything is allowed, else the allowed exceptions."""
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if lines == [["a", "*:*", "rwm"]]:
+        return V1State(True)
+    state = V1State(False)
+    for t, numbers, access in lines:
+        major, _, minor = numbers.partition(":")
+        state.exceptions.setdefault((t, major, minor), set()).update(access)
+    return state
+
+
+def v1_target(rules: list[dict[str, Any]]) -> V1State:
+    """Where the rules lead from a whitelist with nothing in it (runc starts from there too)."""
+    state = V1State(False)
+    for rule in effective_rules(rules):
+        state.apply(rule)
+    return state
+
+
+def v1_transition(current: V1State, target: V1State) -> list[tuple[str, str]]:
+    """The (file, line) writes from ``current`` to ``target``: new grants before removals, so no
+    device the container keeps is ever denied on the way."""
+
+    def line(key: Key, access: set[str]) -> str:
+        return f"{key[0]} {key[1]}:{key[2]} {''.join(c for c in 'rwm' if c in access)}"
+
+    if current.default_allow != target.default_allow or current.default_allow:
+        # the default changes (a new cgroup inherits "a *:* rwm"): reset, then the exceptions
+        reset = ("devices.allow" if target.default_allow else "devices.deny", "a")
+        grant = "devices.deny" if target.default_allow else "devices.allow"
+        return [reset] + [(grant, line(k, a)) for k, a in sorted(target.exceptions.items())]
+    writes: list[tuple[str, str]] = []
+    for key, access in sorted(target.exceptions.items()):
+        missing = access - current.exceptions.get(key, set())
+        if missing:
+            writes.append(("devices.allow", line(key, missing)))
+    for key, access in sorted(current.exceptions.items()):
+        extra = access - target.exceptions.get(key, set())
+        if extra:
+            writes.append(("devices.deny", line(key, extra)))
+    return writes

@@ -322,9 +322,8 @@ class V1Manager:
             raise CgroupError(
                 "cgroup v1: cannot set linux.resources.devices: the devices controller is not mounted"
             )
-        write_file(d, "devices.deny", "a", "devices")
-        for rule in devrules.effective_rules(rules):
-            name, line = devrules.v1_line(rule)
+        current = devrules.v1_parse_list(read_optional(d, "devices.list") or "")
+        for name, line in devrules.v1_transition(current, devrules.v1_target(rules)):
             write_file(d, name, line, "devices")
 
     # -- freezer -----------------------------------------------------------------------------------

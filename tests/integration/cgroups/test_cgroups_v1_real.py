@@ -20,6 +20,7 @@ import pytest
 
 from pallet.runtime.cgroups import CgroupError, open_manager
 from pallet.runtime.cgroups.common import CgroupValueError
+from pallet.runtime.cgroups.devices import v1_parse_list, v1_target
 from pallet.runtime.cgroups.oom import stream, watch_oom
 
 ROOT = "/sys/fs/cgroup"
@@ -306,15 +307,17 @@ def test_devices_rules_are_enforced(mgr, held) -> None:
     h.release()
     assert try_open("/dev/null") == "ok"  # a default device
     assert try_open("/dev/kmsg") == str(errno.EPERM)
-    mgr.set(
-        {
-            "devices": [
-                {"allow": False, "access": "rwm"},
-                {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "r"},
-            ]
-        }
-    )
+    rules = [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "r"},
+    ]
+    mgr.set({"devices": rules})  # an update: only the difference is written
     assert try_open("/dev/kmsg") == "ok"
+    assert try_open("/dev/null") == "ok"
+    # the kernel's own list agrees with the state our emulation computed
+    assert v1_parse_list(read(mgr, "devices", "devices.list")) == v1_target(rules)
+    mgr.set({"devices": [{"allow": False, "access": "rwm"}]})
+    assert try_open("/dev/kmsg") == str(errno.EPERM)
 
 
 def test_relative_path_lives_below_our_own_cgroup(token, leakcheck) -> None:

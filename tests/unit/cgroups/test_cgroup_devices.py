@@ -11,11 +11,15 @@ import pytest
 from pallet.runtime.cgroups.common import CgroupValueError
 from pallet.runtime.cgroups.devices import (
     DEFAULT_ALLOWED,
+    V1State,
     check_rules,
     device_program,
     effective_rules,
     evaluate,
     v1_line,
+    v1_parse_list,
+    v1_target,
+    v1_transition,
 )
 
 _TYPES = {"b": 1, "c": 2}
@@ -142,3 +146,37 @@ def test_v1_lines() -> None:
 def test_bad_rules_are_refused(rule, match) -> None:
     with pytest.raises(CgroupValueError, match=match):
         check_rules([rule])
+
+
+def test_v1_state_follows_the_kernel_rules() -> None:
+    st = V1State(False)
+    st.apply({"allow": True, "type": "c", "major": 1, "minor": 3, "access": "r"})
+    st.apply({"allow": True, "type": "c", "major": 1, "minor": 3, "access": "w"})  # merged
+    st.apply({"allow": True, "type": "b", "major": None, "minor": None, "access": "m"})
+    assert st.exceptions == {("c", "1", "3"): {"r", "w"}, ("b", "*", "*"): {"m"}}
+    st.apply({"allow": False, "type": "c", "major": 1, "minor": 3, "access": "rm"})  # takes r away
+    assert st.exceptions[("c", "1", "3")] == {"w"}
+    st.apply({"allow": False, "type": "c", "major": 1, "minor": 3, "access": "w"})  # nothing left: gone
+    assert ("c", "1", "3") not in st.exceptions
+    st.apply({"allow": True, "access": "rwm"})
+    assert st.default_allow and st.exceptions == {}
+    st.apply({"allow": False, "type": "c", "major": 5, "minor": 1, "access": "rwm"})  # an exception to allow
+    assert st.exceptions == {("c", "5", "1"): {"r", "w", "m"}}
+
+
+def test_v1_list_parsing() -> None:
+    assert v1_parse_list("a *:* rwm\n") == V1State(True)
+    assert v1_parse_list("") == V1State(False)
+    assert v1_parse_list("c 1:3 rwm\nc 136:* rw\n").exceptions == {
+        ("c", "1", "3"): {"r", "w", "m"},
+        ("c", "136", "*"): {"r", "w"},
+    }
+
+
+def test_v1_transitions() -> None:
+    target = v1_target([{"allow": False, "access": "rwm"}])
+    assert v1_transition(target, target) == []
+    writes = v1_transition(V1State(True), target)
+    assert writes[0] == ("devices.deny", "a") and ("devices.allow", "c 1:3 rwm") in writes
+    to_allow_all = v1_transition(target, v1_target([{"allow": True, "access": "rwm"}]))
+    assert to_allow_all == [("devices.allow", "a")]

@@ -9,7 +9,6 @@ import pytest
 
 from pallet.runtime.cgroups import CgroupError, open_manager
 from pallet.runtime.cgroups.common import CgroupValueError
-from pallet.runtime.cgroups.devices import DEFAULT_ALLOWED, v1_line
 
 
 @pytest.fixture
@@ -237,7 +236,7 @@ def test_unified_is_refused_on_v1(mgr) -> None:
         mgr.set({"unified": {"memory.high": "1000000"}})
 
 
-def test_devices_deny_all_then_rules_then_the_defaults(mgr, monkeypatch) -> None:
+def _spy_writes(monkeypatch) -> list[tuple[str, str]]:  # noqa: ANN001
     import pallet.runtime.cgroups.v1 as v1
 
     writes: list[tuple[str, str]] = []
@@ -248,20 +247,44 @@ def test_devices_deny_all_then_rules_then_the_defaults(mgr, monkeypatch) -> None
         real(d, name, value, what)
 
     monkeypatch.setattr(v1, "write_file", spy)
-    rules = [
-        {"allow": False, "access": "rwm"},
-        {"allow": True, "type": "c", "major": 10, "minor": 229, "access": "rw"},
-        {"allow": False, "type": "b", "major": 8, "minor": -1, "access": "m"},
-    ]
-    mgr.set({"devices": rules})
+    return writes
+
+
+RULES = [
+    {"allow": False, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 10, "minor": 229, "access": "rw"},
+    {"allow": False, "type": "b", "major": 8, "minor": -1, "access": "m"},
+]
+
+
+def test_devices_on_a_new_cgroup_reset_then_allow_rules_and_defaults(mgr, monkeypatch) -> None:
+    writes = _spy_writes(monkeypatch)
+    mgr.set({"devices": RULES})  # the fake's devices.list says "a *:* rwm", as a new cgroup's does
     assert writes[0] == ("devices.deny", "a")
-    assert writes[1:4] == [
-        ("devices.deny", "a"),
-        ("devices.allow", "c 10:229 rw"),
-        ("devices.deny", "b 8:* m"),
+    allowed = {line for name, line in writes[1:] if name == "devices.allow"}
+    assert {"c 10:229 rw", "c 1:3 rwm", "c 136:* rwm", "c *:* m", "b *:* m"} <= allowed
+    assert len(allowed) == len(writes) - 1  # nothing but the reset and the grants
+    assert "b 8:* m" not in allowed  # a deny with no grant to take from changes nothing
+
+
+def test_devices_update_writes_only_the_difference(mgr, monkeypatch) -> None:
+    from pallet.runtime.cgroups.devices import v1_target
+
+    before = v1_target(RULES)
+    # what the kernel would list after the first set
+    listing = "".join(
+        f"{t} {ma}:{mi} {''.join(c for c in 'rwm' if c in acc)}\n"
+        for (t, ma, mi), acc in before.exceptions.items()
+    )
+    Path(mgr.paths["devices"], "devices.list").write_text(listing)
+    writes = _spy_writes(monkeypatch)
+    mgr.set({"devices": RULES})
+    assert writes == []  # same rules: nothing to write, nothing denied for a moment
+    new = [r for r in RULES if r.get("major") != 10] + [
+        {"allow": True, "type": "c", "major": 4, "minor": 1, "access": "r"}
     ]
-    assert writes[4:] == [v1_line(r) for r in DEFAULT_ALLOWED]
-    assert ("devices.allow", "c 1:3 rwm") in writes and ("devices.allow", "c 136:* rwm") in writes
+    mgr.set({"devices": new})
+    assert writes == [("devices.allow", "c 4:1 r"), ("devices.deny", "c 10:229 rw")]  # grants first
 
 
 def test_a_value_the_kernel_refuses_names_file_and_value(mgr, monkeypatch) -> None:
