@@ -80,6 +80,10 @@ def ctr(busybox_oci_archive: Path) -> Iterator[Ctr]:
             yield c
         finally:
             daemon.stop()
+            # containerd puts tasks under /<namespace>/<id>; the runtime removes the leaf (as runc
+            # does) and the namespace level is containerd's to remove, which it never does
+            for ns_cgroup in Path("/sys/fs/cgroup").glob(f"*/{c.namespace}"):
+                ns_cgroup.rmdir()
 
 
 @pytest.mark.parametrize(
