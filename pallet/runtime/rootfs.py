@@ -161,12 +161,14 @@ class RootfsBuilder:
         flags, propagation, data = mountopts.parse(options)
         source = m.get("source") or typ or "none"
         is_bind = bool(flags & s.MS_BIND) or typ == "bind"
-        target = secure_join(self.rootfs, dest)
         if typ in ("proc", "sysfs"):
-            if os.path.islink(target) or (os.path.exists(target) and not os.path.isdir(target)):
+            # the destination as written, unresolved: a symlink there is an attack, not a path to follow
+            literal = os.path.join(self.rootfs, os.path.normpath(dest).lstrip("/"))
+            if os.path.lexists(literal) and not stat.S_ISDIR(os.lstat(literal).st_mode):
                 raise RootfsError(
                     f"mount destination {dest} of a {typ} mount must be a directory, not a symlink or file"
                 )
+        target = secure_join(self.rootfs, dest)
         if typ == "cgroup":
             return self._mount_cgroup(target, flags)
         if is_bind:

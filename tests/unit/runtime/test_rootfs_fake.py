@@ -62,12 +62,13 @@ def test_symlinked_destination_stays_inside_root(tmp_path: Path) -> None:
 
 def test_proc_over_a_symlink_is_refused(tmp_path: Path) -> None:
     b, fake, root = builder(tmp_path, [])
-    (root / "proc").symlink_to("/tmp")
-    # the symlink resolves inside the root to /tmp; refuse only if the final target is a symlink itself
     (root / "tmp").mkdir()
-    (root / "tmp2").symlink_to("tmp")
+    (root / "proc").symlink_to("tmp")  # CVE-2019-16884: proc through a symlink would land elsewhere
+    with pytest.raises(RootfsError, match="must be a directory, not a symlink"):
+        b.mount_one({"destination": "/proc", "type": "proc", "source": "proc"})
+    (root / "sysfile").write_text("")
     with pytest.raises(RootfsError, match="must be a directory"):
-        b.mount_one({"destination": "/tmp2", "type": "proc", "source": "proc"})
+        b.mount_one({"destination": "/sysfile", "type": "sysfs", "source": "sysfs"})
     assert fake.calls == []
 
 
