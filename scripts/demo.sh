@@ -17,4 +17,8 @@ cfg["process"]["args"] = args
 cfg["process"]["terminal"] = sys.stdin.isatty() and sys.stdout.isatty()
 json.dump(cfg, open(path, "w"), indent=2)
 PY
-exec .venv/bin/pallet-runtime --root /run/pallet-demo run --bundle "$bundle" "pallet-demo-$$"
+set +e
+.venv/bin/pallet-runtime --root /run/pallet-demo run --bundle "$bundle" "pallet-demo-$$"
+rc=$?
+echo "container exited with status $rc" >&2
+exit $rc
