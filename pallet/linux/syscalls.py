@@ -71,11 +71,52 @@ F_SEAL_WRITE = 0x8
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
+# seccomp(2)
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_TSYNC = 1
+SECCOMP_FILTER_FLAG_LOG = 2
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 4
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 32
+
+# the new mount API: open_tree(2), mount_setattr(2), move_mount(2)
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_IDMAP = 0x100000
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+
 # x86_64 and aarch64 numbers of the syscalls libc does not wrap everywhere
 _NR = {
-    "x86_64": {"pivot_root": 155, "pidfd_open": 434, "pidfd_send_signal": 424, "mount_setattr": 442},
-    "aarch64": {"pivot_root": 41, "pidfd_open": 434, "pidfd_send_signal": 424, "mount_setattr": 442},
-}
+    "x86_64": {"pivot_root": 155, "pidfd_open": 434, "pidfd_send_signal": 424, "mount_setattr": 442,
+               "seccomp": 317, "open_tree": 428, "move_mount": 429},
+    "aarch64": {"pivot_root": 41, "pidfd_open": 434, "pidfd_send_signal": 424, "mount_setattr": 442,
+                "seccomp": 277, "open_tree": 428, "move_mount": 429},
+}  # fmt: skip
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
 
 
 class _CapHeader(ctypes.Structure):
@@ -204,6 +245,69 @@ class Syscalls:
             data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
             data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
         _check(self._libc.capset(ctypes.byref(hdr), ctypes.byref(data)), "capset")
+
+    def seccomp_set_filter(self, flags: int, program: bytes) -> int:
+        """Load a classic BPF program (struct sock_filter[]) as this thread's seccomp filter.
+
+        Returns the notify listener fd with SECCOMP_FILTER_FLAG_NEW_LISTENER, else 0. Needs no_new_privs
+        or CAP_SYS_ADMIN (seccomp(2)).
+        """
+        buf = ctypes.create_string_buffer(program, len(program))
+        prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+        return _check(
+            self._libc.syscall(
+                self._nr["seccomp"],
+                ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
+                ctypes.c_uint(flags),
+                ctypes.byref(prog),
+            ),
+            "seccomp",
+        )
+
+    def open_tree(self, dirfd: int, path: str, flags: int) -> int:
+        return _check(
+            self._libc.syscall(self._nr["open_tree"], ctypes.c_int(dirfd), _b(path), ctypes.c_uint(flags)),
+            f"open_tree {path}",
+            path,
+        )
+
+    def mount_setattr(
+        self,
+        dirfd: int,
+        path: str,
+        flags: int,
+        attr_set: int = 0,
+        attr_clr: int = 0,
+        propagation: int = 0,
+        userns_fd: int = 0,
+    ) -> None:
+        attr = _MountAttr(attr_set, attr_clr, propagation, userns_fd)
+        _check(
+            self._libc.syscall(
+                self._nr["mount_setattr"],
+                ctypes.c_int(dirfd),
+                _b(path),
+                ctypes.c_uint(flags),
+                ctypes.byref(attr),
+                ctypes.c_size_t(ctypes.sizeof(attr)),
+            ),
+            f"mount_setattr {path}",
+            path,
+        )
+
+    def move_mount(self, from_dirfd: int, from_path: str, to_dirfd: int, to_path: str, flags: int) -> None:
+        _check(
+            self._libc.syscall(
+                self._nr["move_mount"],
+                ctypes.c_int(from_dirfd),
+                _b(from_path),
+                ctypes.c_int(to_dirfd),
+                _b(to_path),
+                ctypes.c_uint(flags),
+            ),
+            f"move_mount {to_path}",
+            to_path,
+        )
 
     def raw(self) -> Any:
         """The libc handle, for the rare caller that needs a syscall not wrapped here."""

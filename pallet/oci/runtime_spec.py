@@ -222,6 +222,9 @@ def _validate_linux(linux: dict[str, Any]) -> None:
             raise InvalidArgument(
                 f"config.json: linux.personality.domain: unknown domain {dom!r} (want LINUX or LINUX32)"
             )
+    seccomp = _opt(linux, "seccomp", "linux.", dict, "an object")
+    if seccomp is not None:
+        validate_seccomp(seccomp)
     offsets = _opt(linux, "timeOffsets", "linux.", dict, "an object") or {}
     for clock, off in offsets.items():
         if clock not in ("monotonic", "boottime"):
@@ -229,6 +232,86 @@ def _validate_linux(linux: dict[str, Any]) -> None:
                 f"config.json: linux.timeOffsets.{clock}: unknown clock (want monotonic or boottime)"
             )
         _expect(off, f"linux.timeOffsets.{clock}", dict, "an object")
+
+
+SECCOMP_ACTIONS = (
+    "SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO",
+    "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY",
+)  # fmt: skip
+SECCOMP_ARCHES = (
+    "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64",
+    "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64", "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390",
+    "SCMP_ARCH_S390X", "SCMP_ARCH_PARISC", "SCMP_ARCH_PARISC64", "SCMP_ARCH_RISCV64",
+)  # fmt: skip
+SECCOMP_OPS = (
+    "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT",
+    "SCMP_CMP_MASKED_EQ",
+)  # fmt: skip
+SECCOMP_FLAGS = (
+    "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+)  # fmt: skip
+# syscalls the runtime itself makes between loading the filter and execve: a notify on them would wait
+# for an agent that has not received the listener fd yet (runc refuses `write` for the same reason)
+_NO_NOTIFY = ("write", "sendmsg")
+
+
+def _one_of(value: Any, field: str, allowed: tuple[str, ...], what: str) -> str:
+    _expect(value, field, str, "a string")
+    if value not in allowed:
+        raise InvalidArgument(f"config.json: {field}: unknown {what} {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def _errno_ret(obj: dict[str, Any], key: str, field: str) -> None:
+    v = _opt(obj, key, field, int, "an integer")
+    if v is not None and not 0 <= v <= 0xFFFF:
+        raise InvalidArgument(f"config.json: {field}{key}: must be between 0 and 65535, got {v}")
+
+
+def validate_seccomp(sc: dict[str, Any]) -> None:
+    """linux.seccomp: every action, architecture, operator and flag name known, every shape right."""
+    p = "linux.seccomp."
+    default = _one_of(sc.get("defaultAction"), p + "defaultAction", SECCOMP_ACTIONS, "seccomp action")
+    if default == "SCMP_ACT_NOTIFY":
+        raise InvalidArgument(f"config.json: {p}defaultAction: SCMP_ACT_NOTIFY cannot be the default action")
+    _errno_ret(sc, "defaultErrnoRet", p)
+    for i, a in enumerate(_opt(sc, "architectures", p, list, "a list") or []):
+        _one_of(a, f"{p}architectures[{i}]", SECCOMP_ARCHES, "architecture")
+    for i, f in enumerate(_opt(sc, "flags", p, list, "a list") or []):
+        _one_of(f, f"{p}flags[{i}]", SECCOMP_FLAGS, "seccomp flag")
+    listener = _opt(sc, "listenerPath", p, str, "a string")
+    if listener and not os.path.isabs(listener):
+        raise InvalidArgument(f"config.json: {p}listenerPath: must be absolute, got {listener!r}")
+    _opt(sc, "listenerMetadata", p, str, "a string")
+    for i, rule in enumerate(_opt(sc, "syscalls", p, list, "a list") or []):
+        f = f"{p}syscalls[{i}]"
+        _expect(rule, f, dict, "an object")
+        names = _str_list(rule.get("names"), f + ".names")
+        if not names:
+            raise InvalidArgument(f"config.json: {f}.names: empty (name at least one syscall)")
+        act = _one_of(rule.get("action"), f + ".action", SECCOMP_ACTIONS, "seccomp action")
+        _errno_ret(rule, "errnoRet", f + ".")
+        if act == "SCMP_ACT_NOTIFY":
+            if not listener:
+                raise InvalidArgument(f"config.json: {f}.action: SCMP_ACT_NOTIFY needs {p}listenerPath")
+            for n in names:
+                if n in _NO_NOTIFY:
+                    raise InvalidArgument(
+                        f"config.json: {f}.action: SCMP_ACT_NOTIFY on {n!r} would deadlock the runtime"
+                    )
+        for j, arg in enumerate(_opt(rule, "args", f + ".", list, "a list") or []):
+            fa = f"{f}.args[{j}]"
+            _expect(arg, fa, dict, "an object")
+            idx = _expect(arg.get("index"), fa + ".index", int, "an integer")
+            if not 0 <= idx <= 5:
+                raise InvalidArgument(f"config.json: {fa}.index: must be between 0 and 5, got {idx}")
+            for k in ("value", "valueTwo"):
+                v = _opt(arg, k, fa + ".", int, "an integer")
+                if v is not None and not 0 <= v < 1 << 64:
+                    raise InvalidArgument(f"config.json: {fa}.{k}: must fit in 64 bits unsigned, got {v}")
+            _one_of(arg.get("op"), fa + ".op", SECCOMP_OPS, "seccomp operator")
 
 
 DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]

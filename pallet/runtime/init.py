@@ -22,7 +22,7 @@ import termios
 from typing import Any
 
 from pallet.linux import syscalls as s
-from pallet.runtime import process, sync
+from pallet.runtime import process, seccomp, sync
 from pallet.runtime.rootfs import RootfsBuilder
 
 NS_FLAGS = {
@@ -47,7 +47,7 @@ def main() -> None:
         if boot is None:
             os._exit(1)
         sysc = s.default()
-        stage1(sysc, sock, boot)
+        stage1(sysc, sock, boot, _compile_seccomp(boot))
     except BaseException as e:  # everything becomes one message for the parent
         _report(sock, e)
         os._exit(1)
@@ -80,8 +80,19 @@ def _join(sysc: Any, ns_type: str, path: str) -> None:
         os.close(fd)
 
 
-def stage1(sysc: Any, sock: socket.socket, boot: dict[str, Any]) -> None:
+def _compile_seccomp(boot: dict[str, Any]) -> seccomp.Compiled | None:
+    """The filter, compiled while the host's libseccomp is in reach (before namespaces and pivot_root)."""
+    if boot["mode"] == "exec":
+        cfg = boot.get("seccomp")
+    else:
+        cfg = (boot["spec"].get("linux") or {}).get("seccomp")
+    return seccomp.compile_filter(cfg) if cfg else None
+
+
+def stage1(sysc: Any, sock: socket.socket, boot: dict[str, Any], filt: seccomp.Compiled | None) -> None:
     mode = boot["mode"]
+    if filt is not None and mode == "exec":
+        seccomp.connect_listener(filt)  # before joining the mount namespace: listenerPath is a host path
     if mode == "exec":
         # the target's namespaces, each compared with ours so an unshared one is not re-entered needlessly
         target = boot["target_pid"]
@@ -126,15 +137,26 @@ def stage1(sysc: Any, sock: socket.socket, boot: dict[str, Any]) -> None:
             with open("/proc/self/timens_offsets", "w") as f:
                 for clock, off in offsets.items():
                     f.write(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n")
+    # a notify agent wants stage 2's pid as the runtime sees it, which stage 2 (in its pid ns) cannot know
+    pid_pipe = os.pipe() if filt is not None else None
     pid = os.fork()
     if pid:
+        if pid_pipe is not None:
+            os.close(pid_pipe[0])
+            os.write(pid_pipe[1], str(pid).encode())
+            os.close(pid_pipe[1])
         sync.send(sock, {"type": "pid", "pid": pid})
         return
     try:
+        host_pid = 0
+        if pid_pipe is not None:
+            os.close(pid_pipe[1])
+            host_pid = int(os.read(pid_pipe[0], 32) or b"0")
+            os.close(pid_pipe[0])
         if mode == "exec":
-            stage2_exec(sysc, sock, boot)
+            stage2_exec(sysc, sock, boot, filt, host_pid)
         else:
-            stage2_create(sysc, sock, boot)
+            stage2_create(sysc, sock, boot, filt, host_pid)
     except BaseException as e:
         _report(sock, e)
         os._exit(1)
@@ -169,7 +191,15 @@ def _setup_console(sysc: Any, sock: socket.socket, proc: dict[str, Any]) -> None
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def stage2_create(sysc: Any, sock: socket.socket, boot: dict[str, Any]) -> None:
+def _seccomp_loader(sysc: Any, filt: seccomp.Compiled | None, state: dict[str, Any] | None, pid: int) -> Any:
+    if filt is None:
+        return None
+    return lambda: seccomp.load(sysc, filt, state, pid)
+
+
+def stage2_create(
+    sysc: Any, sock: socket.socket, boot: dict[str, Any], filt: seccomp.Compiled | None, host_pid: int
+) -> None:
     spec = boot["spec"]
     spec["_bundle"] = boot["bundle"]
     proc = spec["process"]
@@ -185,6 +215,8 @@ def stage2_create(sysc: Any, sock: socket.socket, boot: dict[str, Any]) -> None:
         from pallet.runtime import hooks  # before pivot_root, so the host library is still in reach
 
         hooks.run_all(boot["create_container_hooks"], msg["state"], "createContainer")
+    if filt is not None:
+        seccomp.connect_listener(filt)  # listenerPath is a host path: reach it before pivot_root
     if "mount" in ns:
         builder.pivot(boot.get("no_pivot", False))
         builder.finish()
@@ -209,7 +241,8 @@ def stage2_create(sysc: Any, sock: socket.socket, boot: dict[str, Any]) -> None:
     path = process.find_executable(proc["args"][0], proc.get("env") or [])
     preserve = set(range(3, 3 + boot.get("preserve_fds", 0)))
     # close what must not reach the container before chdir: a leaked dir fd is a way out (CVE-2024-21626)
-    process.close_fds(preserve | {sock.fileno(), fifo_fd})
+    listener = {filt.listener_fd} if filt is not None and filt.listener_fd >= 0 else set()
+    process.close_fds(preserve | listener | {sock.fileno(), fifo_fd})
     process.chdir_checked(proc.get("cwd") or "/")
     sysc.prctl(s.PR_SET_DUMPABLE, 0)
     sync.send(sock, {"type": "ready"})
@@ -219,10 +252,13 @@ def stage2_create(sysc: Any, sock: socket.socket, boot: dict[str, Any]) -> None:
     os.write(fd, b"0")
     os.close(fd)
     os.close(fifo_fd)
-    process.exec_process(sysc, proc, path, preserve)
+    state = dict(msg["state"], status="created")
+    process.exec_process(sysc, proc, path, preserve | listener, _seccomp_loader(sysc, filt, state, host_pid))
 
 
-def stage2_exec(sysc: Any, sock: socket.socket, boot: dict[str, Any]) -> None:
+def stage2_exec(
+    sysc: Any, sock: socket.socket, boot: dict[str, Any], filt: seccomp.Compiled | None, host_pid: int
+) -> None:
     proc = boot["process"]
     os.setsid()
     if "mount" in boot["join"]:
@@ -233,11 +269,13 @@ def stage2_exec(sysc: Any, sock: socket.socket, boot: dict[str, Any]) -> None:
         _setup_console(sysc, sock, proc)
     path = process.find_executable(proc["args"][0], proc.get("env") or [])
     preserve = set(range(3, 3 + boot.get("preserve_fds", 0)))
-    process.close_fds(preserve | {sock.fileno()})
+    listener = {filt.listener_fd} if filt is not None and filt.listener_fd >= 0 else set()
+    process.close_fds(preserve | listener | {sock.fileno()})
     process.chdir_checked(proc.get("cwd") or "/")
     sysc.prctl(s.PR_SET_DUMPABLE, 0)
     # no "ready" here: the socket is close-on-exec, so the runtime's EOF means execve succeeded
-    process.exec_process(sysc, proc, path, preserve | {sock.fileno()})
+    loader = _seccomp_loader(sysc, filt, boot.get("state"), host_pid)
+    process.exec_process(sysc, proc, path, preserve | listener | {sock.fileno()}, loader)
 
 
 if __name__ == "__main__":

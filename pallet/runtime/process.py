@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from pallet.linux import syscalls as s
@@ -151,17 +152,33 @@ def chdir_checked(cwd: str) -> None:
         raise ProcessError(f"cwd {cwd}: resolves outside the container's root")
 
 
-def exec_process(sys: Any, proc: dict[str, Any], path: str, preserve: set[int]) -> None:
-    """Become the container's process. Never returns."""
+def exec_process(
+    sys: Any,
+    proc: dict[str, Any],
+    path: str,
+    preserve: set[int],
+    load_seccomp: Callable[[], None] | None = None,
+) -> None:
+    """Become the container's process. Never returns.
+
+    seccomp goes on last, right before execve, so the runtime's own steps are not filtered; but without
+    no_new_privs, seccomp(2) needs CAP_SYS_ADMIN, so then it goes on before the capabilities are dropped
+    (the order runc uses; the profile must then allow capset, setresuid, prctl, close and execve).
+    """
+    nnp = bool(proc.get("noNewPrivileges"))
+    if load_seccomp is not None and not nnp:
+        load_seccomp()
     user = proc.get("user") or {}
     uid_change = user.get("uid", 0) != 0 or user.get("gid", 0) != 0
     apply_capabilities(sys, proc, uid_change)
     switch_user(sys, proc)
     finish_capabilities(sys, proc)
-    if proc.get("noNewPrivileges"):
+    if nnp:
         sys.prctl(s.PR_SET_NO_NEW_PRIVS, 1)
     close_fds(preserve)
     reset_signals()
+    if load_seccomp is not None and nnp:
+        load_seccomp()
     os.execve(path, proc["args"], _env(proc))
 
 

@@ -1,0 +1,182 @@
+"""seccomp: the runtime spec's `linux.seccomp` compiled with libseccomp, loaded with seccomp(2).
+
+Where each step happens, and why:
+- names (actions, architectures, operators, flags) are checked in the parent by runtime_spec.validate,
+  before anything is made, so a bad profile leaves nothing behind;
+- the filter is compiled to BPF in the init's stage 1, before any namespace or pivot_root: libseccomp is
+  a host library, out of reach once the container's root is in place;
+- it is loaded last, right before execve (process.exec_process), so the runtime's own work is not
+  filtered. Without noNewPrivileges, seccomp(2) needs CAP_SYS_ADMIN, so then (as runc does) the filter
+  goes on before the capabilities are dropped; with noNewPrivileges it goes on after everything else,
+  so the fewest syscalls run under it (runc, libcontainer/standard_init_linux.go).
+- SCMP_ACT_NOTIFY: the listener fd and the container's state go to the agent at listenerPath, as a
+  ContainerProcessState JSON with the fd attached (SCM_RIGHTS), exactly what runc sends. The socket is
+  connected before pivot_root (listenerPath is a host path); the message is sent right after the load.
+
+Unknown syscall names are skipped, as runc does: a profile lists syscalls of every kernel and arch.
+When one argument carries several conditions, each condition becomes a rule of its own (an OR),
+which is how runc treats them; conditions on distinct arguments are ANDed in one rule.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from pallet.linux import seccomp as lsc
+from pallet.linux import syscalls as s
+
+_ACTIONS = {
+    "SCMP_ACT_KILL": lsc.ACT_KILL_THREAD,
+    "SCMP_ACT_KILL_THREAD": lsc.ACT_KILL_THREAD,
+    "SCMP_ACT_KILL_PROCESS": lsc.ACT_KILL_PROCESS,
+    "SCMP_ACT_TRAP": lsc.ACT_TRAP,
+    "SCMP_ACT_ERRNO": lsc.ACT_ERRNO,
+    "SCMP_ACT_TRACE": lsc.ACT_TRACE,
+    "SCMP_ACT_ALLOW": lsc.ACT_ALLOW,
+    "SCMP_ACT_LOG": lsc.ACT_LOG,
+    "SCMP_ACT_NOTIFY": lsc.ACT_NOTIFY,
+}
+_OPS = {
+    "SCMP_CMP_NE": lsc.CMP_NE,
+    "SCMP_CMP_LT": lsc.CMP_LT,
+    "SCMP_CMP_LE": lsc.CMP_LE,
+    "SCMP_CMP_EQ": lsc.CMP_EQ,
+    "SCMP_CMP_GE": lsc.CMP_GE,
+    "SCMP_CMP_GT": lsc.CMP_GT,
+    "SCMP_CMP_MASKED_EQ": lsc.CMP_MASKED_EQ,
+}
+_FLAGS = {
+    # TSYNC is moot: the init is single-threaded when it loads the filter (runc ignores it too)
+    "SECCOMP_FILTER_FLAG_TSYNC": 0,
+    "SECCOMP_FILTER_FLAG_LOG": s.SECCOMP_FILTER_FLAG_LOG,
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": s.SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": s.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+}
+
+
+class SeccompError(Exception):
+    pass
+
+
+@dataclass
+class Compiled:
+    """A filter ready for seccomp(2), made before fork/pivot and carried to the last step."""
+
+    program: bytes
+    flags: int
+    listener_path: str = ""
+    listener_metadata: str = ""
+    listener_fd: int = -1  # connected before pivot_root when the profile uses SCMP_ACT_NOTIFY
+
+
+def _action(name: str, errno_ret: int | None) -> int:
+    act = _ACTIONS[name]
+    if act in (lsc.ACT_ERRNO, lsc.ACT_TRACE):
+        act |= (errno.EPERM if errno_ret is None else errno_ret) & 0xFFFF
+    return act
+
+
+def arch_name(spec_name: str) -> str:
+    """SCMP_ARCH_X86_64 -> x86_64, libseccomp's own spelling."""
+    return spec_name.removeprefix("SCMP_ARCH_").lower()
+
+
+def compile_filter(cfg: dict[str, Any], lib: lsc.Libseccomp | None = None) -> Compiled:
+    """BPF for one validated linux.seccomp object."""
+    lib = lib or lsc.default()
+    default = _action(cfg["defaultAction"], cfg.get("defaultErrnoRet"))
+    ctx = lib.init(default)
+    try:
+        # without this, libseccomp would set no_new_privs on load; we load it ourselves, but say so anyway
+        lib.attr_set(ctx, lsc.FLTATR_CTL_NNP, 0)
+        for arch in cfg.get("architectures") or []:
+            token = lib.arch_resolve(arch_name(arch))
+            if not token:
+                major, minor, micro = lib.version()
+                raise SeccompError(
+                    f"linux.seccomp.architectures: {arch} is not supported by libseccomp {major}.{minor}.{micro}"
+                )
+            lib.arch_add(ctx, token)
+        notify = False
+        for i, rule in enumerate(cfg.get("syscalls") or []):
+            act = _action(rule["action"], rule.get("errnoRet"))
+            if act == default:
+                continue  # the same as the default: libseccomp refuses it, runc skips it
+            notify = notify or act == lsc.ACT_NOTIFY
+            conds = [
+                (a["index"], _OPS[a["op"]], a.get("value", 0), a.get("valueTwo", 0))
+                for a in rule.get("args") or []
+            ]
+            per_arg = [c[0] for c in conds]
+            # several conditions on one argument: each its own rule (OR), as runc does
+            groups = [[c] for c in conds] if len(set(per_arg)) < len(per_arg) else [conds]
+            for name in rule["names"]:
+                nr = lib.syscall_resolve(name)
+                if nr == lsc.NR_SCMP_ERROR:
+                    continue  # unknown to this libseccomp/arch: skipped, as runc does
+                for group in groups:
+                    try:
+                        lib.rule_add(ctx, act, nr, group)
+                    except OSError as e:
+                        raise SeccompError(f"linux.seccomp.syscalls[{i}]: {name}: {e.strerror}") from None
+        flags = 0
+        for f in cfg.get("flags") or []:
+            flags |= _FLAGS[f]
+        if notify:
+            flags |= s.SECCOMP_FILTER_FLAG_NEW_LISTENER
+        else:
+            # the kernel refuses WAIT_KILLABLE_RECV without a listener; without one it means nothing
+            flags &= ~s.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+        return Compiled(
+            lib.export_bpf(ctx),
+            flags,
+            cfg.get("listenerPath") or "" if notify else "",
+            cfg.get("listenerMetadata") or "",
+        )
+    finally:
+        lib.release(ctx)
+
+
+def connect_listener(compiled: Compiled) -> None:
+    """Connect to the notify agent now, while listenerPath (a host path) is still reachable."""
+    if not compiled.listener_path:
+        return
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(compiled.listener_path)
+    except OSError as e:
+        sock.close()
+        raise SeccompError(f"linux.seccomp.listenerPath {compiled.listener_path}: {e.strerror}") from None
+    compiled.listener_fd = sock.detach()
+
+
+def load(sysc: Any, compiled: Compiled, state: dict[str, Any] | None, pid: int) -> None:
+    """Install the filter on this thread; hand the notify fd to the agent if there is one."""
+    try:
+        fd = sysc.seccomp_set_filter(compiled.flags, compiled.program)
+    except OSError as e:
+        raise SeccompError(f"linux.seccomp: cannot load the filter: {e.strerror}") from e
+    if compiled.listener_fd < 0:
+        return
+    # runc's ContainerProcessState (runtime-spec config-linux.md, "seccomp listener")
+    msg = {
+        "ociVersion": (state or {}).get("ociVersion", "1.2.0"),
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "metadata": compiled.listener_metadata,
+        "state": state or {},
+    }
+    sock = socket.socket(fileno=compiled.listener_fd)
+    try:
+        socket.send_fds(sock, [json.dumps(msg).encode()], [fd])
+    except OSError as e:
+        raise SeccompError(f"linux.seccomp.listenerPath {compiled.listener_path}: {e.strerror}") from e
+    finally:
+        sock.close()
+        os.close(fd)
+        compiled.listener_fd = -1

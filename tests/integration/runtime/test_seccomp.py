@@ -1,0 +1,226 @@
+"""linux.seccomp applied for real: actions, errnos, argument conditions, flags, notify, exec, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pallet.oci.defaults import DOCKER_DEFAULT_CAPABILITIES, docker_seccomp_profile
+from tests.helpers.runtime import RuntimeCLI, edit_config, set_config
+
+pytestmark = pytest.mark.root
+
+
+def allow_all_but(*rules: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": list(rules), **extra}
+
+
+def run(
+    rt: RuntimeCLI, bundle: Path, cid: str, script: str, seccomp: dict[str, Any] | None, **cfg: Any
+) -> Any:
+    # a writable root: the default spec's read-only root would fail mkdir with EROFS on its own
+    cfg = {"process__args": ["sh", "-c", script], "root__readonly": False, **cfg}
+    set_config(bundle, **cfg)
+    c, save = edit_config(bundle)
+    if seccomp is not None:
+        c["linux"]["seccomp"] = seccomp
+    save()
+    return rt("run", "--bundle", str(bundle), cid, check=False)
+
+
+def status_line(text: str, name: str) -> str:
+    return next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name + ":"))
+
+
+MKDIR = ["mkdir", "mkdirat"]
+
+
+def test_errno_action_and_status(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
+    rule = {"names": MKDIR, "action": "SCMP_ACT_ERRNO", "errnoRet": 30}  # EROFS
+    r = run(rt, bundle, cid, "mkdir /tmp/x; echo rc=$?; cat /proc/self/status", allow_all_but(rule))
+    assert "Read-only file system" in r.stderr, r.stderr
+    assert "rc=1" in r.stdout
+    assert status_line(r.stdout, "Seccomp") == "2"
+    assert status_line(r.stdout, "Seccomp_filters") == "1"
+
+
+def test_errno_defaults_to_eperm_and_default_errno_ret(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
+    rule = {"names": MKDIR, "action": "SCMP_ACT_ERRNO"}
+    r = run(rt, bundle, cid, "mkdir /tmp/x", allow_all_but(rule))
+    assert r.returncode == 1 and "Operation not permitted" in r.stderr, r.stderr
+    # a default of ERRNO(EXDEV) with the docker allow list on top: mkdir allowed, unlisted syscalls get 18
+    prof = docker_seccomp_profile(list(DOCKER_DEFAULT_CAPABILITIES))
+    prof["defaultErrnoRet"] = 18
+    r = run(rt, bundle, cid + "b", "mkdir /tmp/x && echo made; swapon /dev/null", prof)
+    assert "made" in r.stdout and "Invalid cross-device link" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("action", ["SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP"])
+def test_kill_and_trap_end_the_process_with_sigsys(
+    rt: RuntimeCLI, bundle: Path, cid: str, action: str
+) -> None:
+    r = run(rt, bundle, cid, "mkdir /tmp/x", allow_all_but({"names": MKDIR, "action": action}),
+            process__args=["mkdir", "/tmp/x"])  # fmt: skip
+    assert r.returncode == 128 + 31, (r.returncode, r.stderr)  # SIGSYS
+
+
+def test_log_and_allow_let_the_call_through(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
+    prof = allow_all_but({"names": MKDIR, "action": "SCMP_ACT_LOG"}, flags=["SECCOMP_FILTER_FLAG_LOG"])
+    r = run(rt, bundle, cid, "mkdir /tmp/x && echo made", prof)
+    assert r.stdout.strip() == "made", r.stderr
+
+
+def test_masked_eq_condition(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
+    # setuid bit through chmod (mode is arg 1) or fchmodat (arg 2): refused; a plain mode: allowed
+    rules = [
+        {"names": ["chmod"], "action": "SCMP_ACT_ERRNO",
+         "args": [{"index": 1, "value": 0o4000, "valueTwo": 0o4000, "op": "SCMP_CMP_MASKED_EQ"}]},
+        {"names": ["fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO",
+         "args": [{"index": 2, "value": 0o4000, "valueTwo": 0o4000, "op": "SCMP_CMP_MASKED_EQ"}]},
+    ]  # fmt: skip
+    r = run(rt, bundle, cid, "touch /tmp/f; chmod 755 /tmp/f && echo plain-ok; chmod 4755 /tmp/f || echo suid-refused",
+            allow_all_but(*rules))  # fmt: skip
+    assert r.stdout.split() == ["plain-ok", "suid-refused"], (r.stdout, r.stderr)
+
+
+def test_several_conditions_on_one_argument_are_each_a_rule(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
+    # runc's reading: two conditions on the same argument block either value (OR), not neither (AND)
+    rules = [
+        {"names": [n], "action": "SCMP_ACT_ERRNO",
+         "args": [{"index": i, "value": 0o700, "op": "SCMP_CMP_EQ"}, {"index": i, "value": 0o711, "op": "SCMP_CMP_EQ"}]}
+        for n, i in (("chmod", 1), ("fchmodat", 2))
+    ]  # fmt: skip
+    script = "touch /tmp/f; for m in 700 711 755; do chmod $m /tmp/f && echo ok-$m || echo no-$m; done"
+    r = run(rt, bundle, cid, script, allow_all_but(*rules))
+    assert r.stdout.split() == ["no-700", "no-711", "ok-755"], (r.stdout, r.stderr)
+
+
+def test_conditions_on_distinct_arguments_are_anded(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
+    # fchmodat(AT_FDCWD, path, 0700): dirfd AND mode must both match; chmod(path, 0700) has no dirfd
+    rules = [{"names": ["fchmodat"], "action": "SCMP_ACT_ERRNO", "args": [
+        {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}, {"index": 2, "value": 0o700, "op": "SCMP_CMP_EQ"}]}]  # fmt: skip
+    r = run(rt, bundle, cid, "touch /tmp/f; chmod 700 /tmp/f && echo ok", allow_all_but(*rules))
+    assert r.stdout.strip() == "ok", r.stderr
+
+
+def test_unknown_syscall_names_are_skipped(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
+    rule = {"names": ["no_such_syscall_at_all", *MKDIR], "action": "SCMP_ACT_ERRNO"}
+    r = run(rt, bundle, cid, "mkdir /tmp/x", allow_all_but(rule))
+    assert r.returncode == 1 and "Operation not permitted" in r.stderr, r.stderr
+
+
+def test_filter_without_nnp_is_loaded_before_the_capability_drop(
+    rt: RuntimeCLI, bundle: Path, cid: str
+) -> None:
+    # without no_new_privs seccomp(2) needs CAP_SYS_ADMIN: a uid 1000 process with three caps still gets it
+    rule = {"names": MKDIR, "action": "SCMP_ACT_ERRNO"}
+    r = run(rt, bundle, cid, "id -u; grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; mkdir /tmp/x",
+            allow_all_but(rule), process__noNewPrivileges=False,
+            process__user={"uid": 1000, "gid": 1000})  # fmt: skip
+    assert r.stdout.split() == ["1000", "NoNewPrivs:", "0", "Seccomp:", "2"], (r.stdout, r.stderr)
+    assert "Operation not permitted" in r.stderr
+
+
+def test_exec_gets_the_containers_filter(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
+    c, save = edit_config(bundle)
+    c["process"]["args"] = ["sleep", "60"]
+    c["linux"]["seccomp"] = allow_all_but({"names": MKDIR, "action": "SCMP_ACT_ERRNO", "errnoRet": 30})
+    save()
+    rt("run", "-d", "--bundle", str(bundle), cid)
+    r = rt("exec", cid, "sh", "-c", "grep ^Seccomp: /proc/self/status; mkdir /tmp/y", check=False)
+    assert r.stdout.split() == ["Seccomp:", "2"]
+    assert "Read-only file system" in r.stderr, r.stderr
+
+
+SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100
+SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101
+
+
+def _agent(listener: socket.socket, got: dict[str, Any]) -> None:
+    """A minimal seccomp agent: take the fd, answer the first notification with EROFS."""
+    import fcntl
+
+    conn, _ = listener.accept()
+    with conn:
+        msg, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 4)
+        got["msg"] = json.loads(msg)
+        fd = fds[0]
+        try:
+            buf = bytearray(80)
+            fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, buf)
+            nid, _pid, _fl, nr = struct.unpack_from("=QIIi", buf)
+            got["nr"] = nr
+            fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, bytearray(struct.pack("=QqiI", nid, 0, -30, 0)))
+        finally:
+            os.close(fd)
+
+
+def test_notify_sends_fd_and_state_to_the_listener(
+    rt: RuntimeCLI, bundle: Path, cid: str, workdir: Path
+) -> None:
+    path = str(workdir / "agent.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    listener.settimeout(30)
+    got: dict[str, Any] = {}
+    t = threading.Thread(target=_agent, args=(listener, got), daemon=True)
+    t.start()
+    prof = allow_all_but({"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"},
+                         listenerPath=path, listenerMetadata="hello-agent",
+                         flags=["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"])  # fmt: skip
+    try:
+        r = run(rt, bundle, cid, "mkdir /tmp/x", prof, process__args=["mkdir", "/tmp/x"])
+        t.join(30)
+    finally:
+        listener.close()
+    assert "Read-only file system" in r.stderr, (r.stderr, got)
+    msg = got["msg"]
+    assert msg["fds"] == ["seccompFd"] and msg["metadata"] == "hello-agent"
+    assert msg["state"]["id"] == cid and msg["pid"] == msg["state"]["pid"] > 0
+    assert got["nr"] == 83  # mkdir on x86_64
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        ({"defaultAction": "SCMP_ACT_EXPLODE"}, "linux.seccomp.defaultAction"),
+        ({"architectures": ["SCMP_ARCH_Z80"]}, "linux.seccomp.architectures[0]"),
+        ({"syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOPE"}]}, "linux.seccomp.syscalls[0].action"),
+        ({"syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_ABOUT"}]}]},
+         "linux.seccomp.syscalls[0].args[0].op"),
+        ({"syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]},
+         "linux.seccomp.syscalls[0].args[0].index"),
+        ({"flags": ["SECCOMP_FILTER_FLAG_MAGIC"]}, "linux.seccomp.flags[0]"),
+        ({"syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}, "linux.seccomp.syscalls[0].action"),
+    ],
+)  # fmt: skip
+def test_bad_profiles_are_refused_naming_the_field(
+    rt: RuntimeCLI, bundle: Path, cid: str, edit: dict[str, Any], field: str
+) -> None:
+    prof = dict({"defaultAction": "SCMP_ACT_ALLOW"}, **edit)
+    r = run(rt, bundle, cid, "true", prof)
+    assert r.returncode != 0
+    assert field in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (rt.root / cid).exists()
+    assert rt("list", "-q").stdout.split() == []
+
+
+def test_docker_profile_runs_a_shell(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
+    caps = list(DOCKER_DEFAULT_CAPABILITIES)
+    c, save = edit_config(bundle)
+    c["process"]["args"] = ["sh", "-c", "echo hi | cat; unshare -U true; echo unshare=$?"]
+    c["process"]["capabilities"] = {k: caps for k in ("bounding", "effective", "permitted")}
+    c["linux"]["seccomp"] = docker_seccomp_profile(caps)
+    save()
+    r = rt("run", "--bundle", str(bundle), cid, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["hi", "unshare=1"]
+    assert "Operation not permitted" in r.stderr
