@@ -103,9 +103,12 @@ class Runtime:
     def _cgroup(self, st: State) -> Any:
         if not st.cgroup_paths:
             return None  # rootless without a delegated cgroup, or not placed yet
-        from pallet.runtime.cgroups import reopen_manager
+        from pallet.runtime.cgroups import open_manager
 
-        return reopen_manager(st.cgroup_paths, rootless=st.rootless)
+        try:
+            return open_manager(st.cgroups_path, st.id, systemd=st.systemd_cgroup, rootless=st.rootless)
+        except Exception:
+            return None
 
     def load(self, cid: str) -> tuple[State, StateDir, str]:
         runtime_spec.validate_id(cid)
@@ -203,7 +206,8 @@ class Runtime:
             mgr = self._open_cgroup(st)
             if mgr is not None:
                 mgr.apply(stage1)
-                mgr.set(_cgroup_resources(linux))
+                if linux.get("resources"):
+                    mgr.set(linux["resources"])
                 st.cgroup_paths = dict(mgr.paths)
             hook_spec = spec.get("hooks") or {}
             boot = {
@@ -485,19 +489,6 @@ class Runtime:
     def _log(self, level: str, msg: str) -> None:
         if self.opts.log:
             self.opts.log(level, msg)
-
-
-def _cgroup_resources(linux: dict[str, Any]) -> dict[str, Any]:
-    """linux.resources as applied at create: like runc, the device nodes the config creates are
-    allowed, and the default device rules apply even when the config names none."""
-    res = dict(linux.get("resources") or {})
-    rules = list(res.get("devices") or [])
-    for d in linux.get("devices") or []:
-        if d.get("type") in ("c", "b", "u"):
-            kind = "c" if d["type"] == "u" else d["type"]
-            rules.append({"allow": True, "type": kind, "major": d["major"], "minor": d["minor"], "access": "rwm"})
-    res["devices"] = rules
-    return res
 
 
 def _host_id(mappings: list[dict[str, int]] | None, container_id: int) -> int:
