@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from pallet.errors import PalletError
 
-COMMAND_MODULES = ["pallet.cli.images"]
+COMMAND_MODULES = ["pallet.cli.images", "pallet.cli.registry"]
 EXIT_ENGINE = 125
 EXIT_USAGE = 1
 

@@ -107,6 +107,12 @@ class Writer:
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
 
+    def close(self) -> None:
+        """Stop writing but keep what was written: a writer opened later with the same ref resumes."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
     def abort(self) -> None:
         if self._file is not None:
             self._file.close()
