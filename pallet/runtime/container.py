@@ -103,12 +103,9 @@ class Runtime:
     def _cgroup(self, st: State) -> Any:
         if not st.cgroup_paths:
             return None  # rootless without a delegated cgroup, or not placed yet
-        from pallet.runtime.cgroups import open_manager
+        from pallet.runtime.cgroups import reopen_manager
 
-        try:
-            return open_manager(st.cgroups_path, st.id, systemd=st.systemd_cgroup, rootless=st.rootless)
-        except Exception:
-            return None
+        return reopen_manager(st.cgroup_paths, rootless=st.rootless)
 
     def load(self, cid: str) -> tuple[State, StateDir, str]:
         runtime_spec.validate_id(cid)
@@ -165,6 +162,10 @@ class Runtime:
                 "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); use the cgroupfs driver"
             )
         rootless = os.geteuid() != 0
+        if linux.get("resources") is not None or linux.get("devices"):
+            from pallet.runtime.cgroups import validate_resources
+
+            validate_resources(_cgroup_resources(linux))  # before anything exists: a bad value leaves nothing
         for fd in range(3, 3 + req.preserve_fds):
             try:
                 os.fstat(fd)
@@ -206,8 +207,7 @@ class Runtime:
             mgr = self._open_cgroup(st)
             if mgr is not None:
                 mgr.apply(stage1)
-                if linux.get("resources"):
-                    mgr.set(linux["resources"])
+                mgr.set(_cgroup_resources(linux))
                 st.cgroup_paths = dict(mgr.paths)
             hook_spec = spec.get("hooks") or {}
             boot = {
@@ -489,6 +489,19 @@ class Runtime:
     def _log(self, level: str, msg: str) -> None:
         if self.opts.log:
             self.opts.log(level, msg)
+
+
+def _cgroup_resources(linux: dict[str, Any]) -> dict[str, Any]:
+    """linux.resources as applied at create: like runc, the device nodes the config creates are
+    allowed, and the default device rules apply even when the config names none."""
+    res = dict(linux.get("resources") or {})
+    rules = list(res.get("devices") or [])
+    for d in linux.get("devices") or []:
+        if d.get("type") in ("c", "b", "u"):
+            kind = "c" if d["type"] == "u" else d["type"]
+            rules.append({"allow": True, "type": kind, "major": d["major"], "minor": d["minor"], "access": "rwm"})
+    res["devices"] = rules
+    return res
 
 
 def _host_id(mappings: list[dict[str, int]] | None, container_id: int) -> int:

@@ -105,3 +105,20 @@ def open_manager(
     from pallet.runtime.cgroups.v1 import V1Manager  # noqa: PLC0415
 
     return V1Manager(root, inner, own, rootless=rootless)
+
+
+def reopen_manager(paths: dict[str, str], *, rootless: bool = False, root: str = "/sys/fs/cgroup") -> Manager:
+    """The manager of a cgroup placed earlier, from the paths its ``apply`` produced.
+
+    Later commands (kill, pause, delete) use this rather than ``open_manager``: a relative
+    cgroupsPath resolves against the caller's own cgroup, which may differ between commands.
+    """
+    if is_v2(root):
+        from pallet.runtime.cgroups.v2 import V2Manager  # noqa: PLC0415
+
+        return V2Manager(root, paths[""], rootless=rootless)
+    from pallet.runtime.cgroups.v1 import V1Manager  # noqa: PLC0415
+
+    mgr = V1Manager(root, "/", {}, rootless=rootless)
+    mgr.paths = dict(paths)
+    return mgr

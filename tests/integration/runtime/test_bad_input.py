@@ -81,6 +81,8 @@ def test_missing_config(rt: RuntimeCLI, bundle: Path, cid: str, token: str) -> N
             lambda c: c["linux"]["namespaces"].append({"type": "user"}),
             "uidMappings and gidMappings are required",
         ),
+        (lambda c: c["linux"]["resources"].__setitem__("memory", {"limit": "abc"}), "memory"),
+        (lambda c: c["linux"]["resources"].__setitem__("pids", {"limit": "many"}), "pids"),
     ],
 )
 def test_mistyped_or_missing_fields(
