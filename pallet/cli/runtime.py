@@ -117,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("id")
     up = sub.add_parser("update", help="change the resource limits of a running container")
     up.add_argument("-r", "--resources")
+    up.add_argument("--cpu-share", dest="cpu_shares", help=argparse.SUPPRESS)  # runc's spelling
     for flag in ("--memory", "--memory-reservation", "--memory-swap", "--kernel-memory", "--kernel-memory-tcp",
                  "--cpu-shares", "--cpu-quota", "--cpu-period", "--cpu-burst", "--cpu-rt-period", "--cpu-rt-runtime",
                  "--cpuset-cpus", "--cpuset-mems", "--blkio-weight", "--pids-limit", "--l3-cache-schema", "--mem-bw-schema"):  # fmt: skip
@@ -410,10 +411,11 @@ def cmd_events(rt: Any, args: argparse.Namespace) -> int:
     if args.stats:
         print(json.dumps({"type": "stats", "id": args.id, "data": mgr.stats()}))
         return 0
-    interval = _duration(args.interval)
-    while rt.load(args.id)[2] != "stopped":
-        print(json.dumps({"type": "stats", "id": args.id, "data": mgr.stats()}), flush=True)
-        time.sleep(interval)
+    from pallet.runtime.cgroups import oom
+
+    # runc's shape: one JSON object a line, stats every interval and OOMs as they happen
+    for event in oom.stream(mgr, _duration(args.interval)):
+        print(json.dumps({"id": args.id, **event}), flush=True)
     return 0
 
 

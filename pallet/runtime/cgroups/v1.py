@@ -454,8 +454,8 @@ def _cpu_stats(cpu: str | None, acct: str | None) -> dict[str, Any]:
         "usage": usage,
         "throttling": {
             "periods": st.get("nr_periods", 0),
-            "throttledPeriods": st.get("nr_throttled", 0),
-            "throttledTime": st.get("throttled_time", 0),
+            "throttled_periods": st.get("nr_throttled", 0),
+            "throttled_time": st.get("throttled_time", 0),
         },
     }
 

@@ -405,8 +405,8 @@ class V2Manager:
                 },
                 "throttling": {
                     "periods": cpu.get("nr_periods", 0),
-                    "throttledPeriods": cpu.get("nr_throttled", 0),
-                    "throttledTime": cpu.get("throttled_usec", 0) * 1000,
+                    "throttled_periods": cpu.get("nr_throttled", 0),
+                    "throttled_time": cpu.get("throttled_usec", 0) * 1000,
                 },
             },
             "cpuset": {},

@@ -204,8 +204,8 @@ def test_busy_loop_under_a_cpu_quota_is_throttled(mgr, held) -> None:
     h.release()
     assert h.p.wait(timeout=60) == 0
     s = mgr.stats()
-    assert s["cpu"]["throttling"]["throttledPeriods"] > 0
-    assert s["cpu"]["throttling"]["throttledTime"] > 0
+    assert s["cpu"]["throttling"]["throttled_periods"] > 0
+    assert s["cpu"]["throttling"]["throttled_time"] > 0
     assert s["cpu"]["usage"]["total"] > 0
     assert sum(s["cpu"]["usage"]["percpu"]) > 0
 

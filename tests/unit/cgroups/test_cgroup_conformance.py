@@ -145,7 +145,7 @@ def test_stats_have_one_shape(driver) -> None:
     s = m.stats()
     assert {"cpu", "memory", "pids", "blkio", "hugetlb"} <= set(s)
     assert {"total", "kernel", "user"} <= set(s["cpu"]["usage"])
-    assert set(s["cpu"]["throttling"]) == {"periods", "throttledPeriods", "throttledTime"}
+    assert set(s["cpu"]["throttling"]) == {"periods", "throttled_periods", "throttled_time"}
     assert {"limit", "usage", "max", "failcnt"} <= set(s["memory"]["usage"])
     assert {"oom_events", "oom_kill", "cache", "rss"} <= set(s["memory"])
     assert set(s["pids"]) == {"current", "limit"}

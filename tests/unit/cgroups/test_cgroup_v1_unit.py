@@ -357,7 +357,7 @@ def test_stats_parses_v1_files(mgr) -> None:
     assert s["cpu"]["usage"]["percpu"] == [3_000_000_000, 2_000_000_000]
     assert s["cpu"]["usage"]["percpu_kernel"] == [1_000_000_000, 0]
     assert s["cpu"]["usage"]["user"] == 3_000_000_000
-    assert s["cpu"]["throttling"] == {"periods": 10, "throttledPeriods": 4, "throttledTime": 123456}
+    assert s["cpu"]["throttling"] == {"periods": 10, "throttled_periods": 4, "throttled_time": 123456}
     assert s["memory"]["usage"] == {"limit": 4194304, "usage": 1048576, "max": 2097152, "failcnt": 7}
     assert (s["memory"]["cache"], s["memory"]["rss"]) == (4096, 8192)
     assert s["memory"]["oom_kill"] == 2

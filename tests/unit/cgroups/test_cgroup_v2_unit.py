@@ -280,7 +280,7 @@ def test_stats_parses_v2_files(mgr) -> None:
     )
     s = mgr.stats()
     assert s["cpu"]["usage"] == {"total": 5_000_000, "user": 3_000_000, "kernel": 2_000_000}
-    assert s["cpu"]["throttling"] == {"periods": 10, "throttledPeriods": 4, "throttledTime": 7000}
+    assert s["cpu"]["throttling"] == {"periods": 10, "throttled_periods": 4, "throttled_time": 7000}
     assert s["memory"]["usage"] == {"limit": 4194304, "usage": 1048576, "max": 2097152, "failcnt": 5}
     assert s["memory"]["swap"]["usage"] == 4096 + 1048576  # v1's meaning: memory+swap
     assert s["memory"]["swap"]["limit"] == 1048576 + 4194304
