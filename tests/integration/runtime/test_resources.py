@@ -124,3 +124,21 @@ def test_pause_freezes_every_process(rt: RuntimeCLI, bundle: Path, cid: str) -> 
     rt("resume", cid)
     time.sleep(0.3)
     assert int(Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[11]) > after
+
+
+def test_cpu_shares_shift_time_between_competing_containers(
+    rt: RuntimeCLI, bundle: Path, cid: str, workdir: Path
+) -> None:
+    """QoS: two busy containers pinned to one CPU split it by their shares (2048:512 → about 4:1)."""
+    import shutil
+
+    other = workdir / "bundle2"
+    shutil.copytree(bundle, other, symlinks=True)
+    busy = ["sh", "-c", "while :; do :; done"]
+    run_detached(rt, bundle, cid, busy, {"cpu": {"shares": 2048, "cpus": "0"}})
+    run_detached(rt, other, cid + "-low", busy, {"cpu": {"shares": 512, "cpus": "0"}})
+    start_hi, start_lo = (stats(rt, c)["cpu"]["usage"]["total"] for c in (cid, cid + "-low"))
+    time.sleep(2.0)
+    hi = stats(rt, cid)["cpu"]["usage"]["total"] - start_hi
+    lo = stats(rt, cid + "-low")["cpu"]["usage"]["total"] - start_lo
+    assert hi > 2 * lo, (hi, lo)  # the ideal is 4; anything above 2 shows the weight at work
