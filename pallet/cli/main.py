@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from pallet.errors import PalletError
 
-COMMAND_MODULES = ["pallet.cli.images", "pallet.cli.registry"]
+COMMAND_MODULES = ["pallet.cli.images", "pallet.cli.registry", "pallet.cli.containers"]
 EXIT_ENGINE = 125
 EXIT_USAGE = 1
 

@@ -1,0 +1,1 @@
+"""The engine: containers from images, their monitor, and the operations the CLI calls."""

@@ -1,0 +1,112 @@
+"""The client side of a monitor's attach socket (protocol in monitor/main.py), and the terminal proxy
+used by ``run -t``, ``attach`` and ``exec -t``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import socket
+import sys
+from collections.abc import Iterator
+
+from pallet.errors import FailedPrecondition
+
+DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q, docker's default
+
+
+class Detached(Exception):
+    pass
+
+
+def connect(path: str, hello: bytes) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        s.connect(path)
+        s.send(hello)
+    except OSError as e:
+        s.close()
+        raise FailedPrecondition(f"cannot reach the container's monitor at {path}: {e.strerror}") from None
+    return s
+
+
+def wait_exit(s: socket.socket, timeout: float | None = None) -> int | None:
+    """Block until the monitor says the container exited; None if it closed without saying."""
+    s.settimeout(timeout)
+    while True:
+        msg = s.recv(65536)
+        if not msg:
+            return None
+        if msg[:1] == b"x":
+            return int(msg[1:])
+
+
+@contextlib.contextmanager
+def raw_terminal(fd: int) -> Iterator[None]:
+    if not os.isatty(fd):
+        yield
+        return
+    import termios
+    import tty
+
+    old = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
+def terminal_size(fd: int) -> tuple[int, int] | None:
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return None
+    return size.lines, size.columns
+
+
+def proxy(s: socket.socket, stdin: bool, tty: bool) -> int | None:
+    """Copy stdin to the container and its output to ours until it exits; returns its exit code,
+    or None when the user detached (ctrl-p ctrl-q on a tty) or the monitor went away."""
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    sel = selectors.DefaultSelector()
+    sel.register(s, selectors.EVENT_READ, "sock")
+    in_fd = sys.stdin.fileno() if stdin else -1
+    if in_fd >= 0:
+        sel.register(in_fd, selectors.EVENT_READ, "stdin")
+        if tty:
+            size = terminal_size(in_fd)
+            if size:
+                s.send(b"z%d %d" % size)
+    s.settimeout(None)
+    prev = b""
+    with raw_terminal(in_fd) if tty and in_fd >= 0 else contextlib.nullcontext():
+        while True:
+            for key, _ in sel.select():
+                if key.data == "sock":
+                    msg = s.recv(65536)
+                    if not msg:
+                        return None
+                    tag, body = msg[:1], msg[1:]
+                    if tag == b"1":
+                        out.write(body)
+                        out.flush()
+                    elif tag == b"2":
+                        err.write(body)
+                        err.flush()
+                    elif tag == b"x":
+                        return int(body)
+                else:
+                    data = os.read(in_fd, 32768)
+                    if tty and DETACH_KEYS in prev[-1:] + data:
+                        return None
+                    prev = data
+                    s.send(b"0" + data)
+                    if not data:
+                        sel.unregister(in_fd)
+
+
+def stop_request(sig: int, timeout: float) -> bytes:
+    return b"s" + json.dumps({"signal": sig, "timeout": timeout}).encode()

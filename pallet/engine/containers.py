@@ -1,0 +1,644 @@
+"""Containers: create, start, stop, kill, remove and the rest, as dockerd does them, without a daemon.
+
+Layout: ``<root>/engine/containers.db`` (records), ``<root>/containers/<id>/`` (config.json, hostname,
+hosts, resolv.conf, monitor.json, the json log, and ``rootfs`` where the snapshot is mounted while the
+container runs), ``<runroot>/c/<short id>/`` (attach socket; short, for sun_path's 108 bytes), and the
+runtime's own state under ``<runroot>/runtime`` (``runtime-<name>`` for runc, crun or a path).
+
+Crash safety: a record is written first with ``Incomplete`` set and cleared only when the snapshot,
+files and volumes exist; removal marks ``removing`` first and deletes the record last. Every cleanup
+step is idempotent, so a ``rm`` after any crash finishes the job; ``ps -a`` shows such leftovers as
+``dead``. A monitor that died while its container ran is found by its pid and reported the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from pallet.engine import attach, spec
+from pallet.engine.store import ContainerStore, Record
+from pallet.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, PalletError
+
+_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_ADJ = ["brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nifty"]
+_NOUN = ["turing", "hopper", "lovelace", "ritchie", "thompson", "knuth", "dijkstra", "liskov", "torvalds"]
+RUNTIMES = {"runc": "runc", "crun": "crun"}
+
+
+class StartError(PalletError):
+    """The container's command could not be started: carries docker's exit code (125/126/127)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
+def now_rfc3339() -> str:
+    from pallet.engine.monitor.logs import timestamp
+
+    return timestamp()
+
+
+def _atomic_write(path: Path, data: str | bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _alive(pid: int, cid: str) -> bool:
+    """Is ``pid`` still the monitor of ``cid`` (its cmdline names the container's directory)?"""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return cid.encode() in f.read()
+    except OSError:
+        return False
+
+
+def _monitor_exe() -> list[str]:
+    import sys
+
+    exe = Path(sys.executable).parent / "pallet-monitor"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "pallet.engine.monitor"]
+
+
+class Engine:
+    def __init__(self, root: Path, runroot: Path, storage_driver: str | None = None) -> None:
+        self.root = Path(root)
+        self.runroot = Path(runroot)
+        self.storage_driver = storage_driver
+        self.store = ContainerStore(self.root / "engine" / "containers.db")
+        self._images: Any = None
+
+    @property
+    def images(self) -> Any:
+        if self._images is None:
+            from pallet.image.images import Images
+
+            self._images = Images(self.root, self.storage_driver)
+        return self._images
+
+    def close(self) -> None:
+        self.store.close()
+        if self._images is not None:
+            self._images.close()
+
+    # -- paths ---------------------------------------------------------------------------------
+    def cdir(self, cid: str) -> Path:
+        return self.root / "containers" / cid
+
+    def rdir(self, cid: str) -> Path:
+        return self.runroot / "c" / cid[:12]
+
+    def sock(self, cid: str) -> str:
+        return str(self.rdir(cid) / "attach")
+
+    def runtime_cmd(self, rec: Record) -> list[str]:
+        name = rec.config["HostConfig"].get("Runtime") or "pallet-runtime"
+        if name == "pallet-runtime":
+            import sys
+
+            exe = Path(sys.executable).parent / "pallet-runtime"
+            cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pallet.cli.runtime"]
+            return [*cmd, "--root", str(self.runroot / "runtime")]
+        path = shutil.which(RUNTIMES.get(name, name))
+        if path is None:
+            raise InvalidArgument(f"unknown or invalid runtime name: {name}")
+        tag = Path(path).name
+        return [path, "--root", str(self.runroot / f"runtime-{tag}")]
+
+    # -- lookups -------------------------------------------------------------------------------
+    def get(self, ref: str) -> Record:
+        rec = self.store.get(ref)
+        return self.refresh(rec)
+
+    def refresh(self, rec: Record) -> Record:
+        """Reconcile a record with reality: a dead monitor under a running container, a crashed create."""
+        st = rec.state
+        if st.get("Status") in ("running", "paused", "restarting") and not _alive(
+            st.get("MonitorPid", 0), rec.id
+        ):
+            # a monitor that started the container always records its pid; none alive means it died
+            st = self.store.update_state(
+                rec.id,
+                lambda s: s.update(
+                    Status="dead", Running=False, Paused=False, Restarting=False, Dead=True,
+                    Error="the container's monitor died; its exit code is lost",
+                ),
+            )  # fmt: skip
+            rec.state = st
+        return rec
+
+    def status(self, rec: Record) -> str:
+        if rec.state.get("Incomplete") or rec.state.get("Status") == "removing":
+            return "dead"
+        return rec.status
+
+    def all(self) -> list[Record]:
+        return [self.refresh(r) for r in self.store.all()]
+
+    # -- create --------------------------------------------------------------------------------
+    def _name(self, name: str | None) -> str:
+        if name:
+            name = name.lstrip("/")
+            if len(name) < 2 and not name.isalnum() or not name[0].isalnum() or set(name) - _NAME_OK:
+                raise InvalidArgument(
+                    f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                )
+            return name
+        return f"{secrets.choice(_ADJ)}_{secrets.choice(_NOUN)}_{secrets.token_hex(2)}"
+
+    def create(self, config: dict[str, Any], host: dict[str, Any], name: str | None) -> Record:
+        """docker create: a record, a writable snapshot of the image and the files the container mounts."""
+        ref = config["Image"]
+        try:
+            image = self.images.get(ref)
+        except NotFound:
+            raise NotFound(f"No such image: {ref}") from None
+        icfg = dict(image.config.config or {})
+        cfg = merge_config(icfg, config)
+        cfg["Image"] = ref
+        cid = secrets.token_hex(32)
+        cfg["Hostname"] = config.get("Hostname") or cid[:12]
+        if host.get("Runtime"):
+            self.runtime_cmd(Record(cid, "", 0, {"HostConfig": host}, {}))  # unknown runtime: fail now
+        full = {
+            "Config": cfg,
+            "HostConfig": host,
+            "Image": str(image.id),
+            "Driver": self.images.snapshotter_name,
+        }
+        rec = self.store.add(cid, self._name(name), full, {"Status": "created", "Incomplete": True})
+        try:
+            d = self.cdir(cid)
+            d.mkdir(parents=True)
+            (d / "rootfs").mkdir()
+            _atomic_write(d / "hostname", cfg["Hostname"] + "\n")
+            _atomic_write(
+                d / "hosts",
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+            )
+            _atomic_write(d / "resolv.conf", _resolv_conf(host.get("NetworkMode") or "none"))
+            self.images.prepare(cid, str(image.id))
+            mounts = self._volumes(cid, cfg, host)
+            self.store.update_config(cid, lambda c: c.update(Mounts=mounts))
+            self.store.update_state(cid, lambda s: s.pop("Incomplete", None))
+        except BaseException:
+            self._cleanup(cid)
+            raise
+        return self.store.get(rec.id)
+
+    def _volumes(self, cid: str, cfg: dict[str, Any], host: dict[str, Any]) -> list[dict[str, Any]]:
+        """Binds (-v /host:/ctr[:ro]) and anonymous volumes (-v /ctr, the image's VOLUME) as docker's Mounts."""
+        out: list[dict[str, Any]] = []
+        targets = set()
+        for v in host.get("Binds") or []:
+            parts = v.split(":")
+            if len(parts) == 1:
+                source, target, mode = "", parts[0], ""
+            else:
+                source, target, mode = parts[0], parts[1], parts[2] if len(parts) > 2 else ""
+            if not target.startswith("/"):
+                raise InvalidArgument(f"invalid volume specification: '{v}'")
+            if source and not source.startswith("/"):
+                raise InvalidArgument(
+                    f"invalid volume specification: '{v}': named volumes need the volume issue"
+                )
+            out.append(self._mount(cid, source, target, mode == "ro"))
+            targets.add(target)
+        for target in cfg.get("Volumes") or {}:
+            if target not in targets:
+                out.append(self._mount(cid, "", target, False))
+        return out
+
+    def _mount(self, cid: str, source: str, target: str, ro: bool) -> dict[str, Any]:
+        if source:
+            if not os.path.exists(source):
+                raise InvalidArgument(
+                    f'invalid mount config for type "bind": bind source path does not exist: {source}'
+                )
+            return {
+                "Type": "bind",
+                "Source": source,
+                "Destination": target,
+                "Target": target,
+                "ReadOnly": ro,
+                "RW": not ro,
+            }
+        name = secrets.token_hex(32)
+        data = self.root / "volumes" / name / "_data"
+        data.mkdir(parents=True)
+        (data.parent / "owner").write_text(cid)
+        return {"Type": "volume", "Name": name, "Source": str(data), "Destination": target, "Target": target,
+                "ReadOnly": ro, "RW": not ro}  # fmt: skip
+
+    # -- start ---------------------------------------------------------------------------------
+    def _ns_pids(self, host: dict[str, Any]) -> dict[str, int]:
+        out = {}
+        for key in ("PidMode", "IpcMode", "UTSMode"):
+            mode = host.get(key) or ""
+            if mode.startswith("container:"):
+                other = self.get(mode.split(":", 1)[1])
+                if other.status != "running":
+                    raise FailedPrecondition(f"cannot join container {other.name}: it is not running")
+                out[mode] = int(other.state.get("Pid", 0))
+        return out
+
+    def _mount_rootfs(self, rec: Record) -> Path:
+        from pallet.image.mount import is_mountpoint, mount_all
+
+        target = self.cdir(rec.id) / "rootfs"
+        if not is_mountpoint(target):
+            mount_all(self.images.snapshots.mounts(rec.id), target)
+        return target
+
+    def _unmount_rootfs(self, cid: str) -> None:
+        from pallet.image.mount import unmount_all
+
+        target = self.cdir(cid) / "rootfs"
+        if target.exists():
+            unmount_all(target)
+
+    def start(self, ref: str, attach_wait: bool = False) -> tuple[Record, int]:
+        """Start a created or exited container under a new monitor; returns the record and, with
+        ``attach_wait``, the open sync pipe (the monitor starts the process once someone attaches)."""
+        rec = self.get(ref)
+        st = self.status(rec)
+        if st == "running" or st == "restarting":
+            return rec, -1
+        if st == "paused":
+            raise Conflict("cannot start a paused container, try unpause instead")
+        if st == "dead":
+            raise FailedPrecondition(f"container {rec.name}: cannot start: it is dead (remove it with rm -f)")
+        cfg, host = rec.config["Config"], rec.config["HostConfig"]
+        rootfs = self._mount_rootfs(rec)
+        d = self.cdir(rec.id)
+        try:
+            host_with_mounts = host | {"Mounts": rec.config.get("Mounts") or []}
+            oci = spec.generate(
+                rec.id, cfg | {"Name": rec.name}, host_with_mounts, rootfs, d, self._ns_pids(host)
+            )
+            _atomic_write(d / "config.json", json.dumps(oci, indent=1))
+            rdir = self.rdir(rec.id)
+            rdir.mkdir(parents=True, exist_ok=True)
+            log_opts = host.get("LogConfig", {}).get("Config", {})
+            mcfg = {
+                "id": rec.id,
+                "db": str(self.root / "engine" / "containers.db"),
+                "root": str(self.root),
+                "runroot": str(self.runroot),
+                "storage_driver": self.storage_driver,
+                "bundle": str(d),
+                "rootfs": str(rootfs),
+                "runtime": self.runtime_cmd(rec),
+                "runtime_log": str(rdir / "runtime.log"),
+                "pid_file": str(rdir / "init.pid"),
+                "sock": self.sock(rec.id),
+                "console_sock": str(rdir / "console"),
+                "log": str(d / f"{rec.id}-json.log"),
+                "max_size": parse_size(log_opts.get("max-size", "10m"), "--log-opt max-size"),
+                "max_file": int(log_opts.get("max-file", "3")),
+                "tty": bool(cfg.get("Tty")),
+                "stdin": bool(cfg.get("OpenStdin")),
+                "attach_wait": attach_wait,
+                "restart": host.get("RestartPolicy") or {"Name": "no"},
+                "restart_count": 0,
+                "health": _health(cfg.get("Healthcheck")),
+                "network": host.get("NetworkMode") or "none",
+                "auto_remove": bool(host.get("AutoRemove")),
+            }
+            _atomic_write(d / "monitor.json", json.dumps(mcfg))
+            sync = self._spawn_monitor(str(d / "monitor.json"))
+            line = _readline(sync)
+            if not line.startswith("created "):
+                os.close(sync)
+                self._start_failed(rec, line)
+            if not attach_wait:
+                line = _readline(sync)
+                os.close(sync)
+                if line != "started":
+                    self._start_failed(rec, line)
+                sync = -1
+        except BaseException:
+            if not _alive(self.store.get(rec.id).state.get("MonitorPid", 0), rec.id):
+                self._unmount_rootfs(rec.id)
+            raise
+        return self.store.get(rec.id), sync
+
+    def _start_failed(self, rec: Record, line: str) -> None:
+        _, _, rest = line.partition(" ")
+        code, _, msg = rest.partition(" ")
+        if not line:
+            msg, code = "the container's monitor exited without a word", "125"
+        self._unmount_rootfs(rec.id)
+        raise StartError(f"failed to create task for container {rec.id[:12]}: {msg}", int(code or 125))
+
+    def finish_start(self, rec: Record, sync: int) -> None:
+        """After attaching (``start(attach_wait=True)``): did the process start?"""
+        line = _readline(sync)
+        os.close(sync)
+        if line != "started":
+            self._start_failed(rec, line)
+
+    def _spawn_monitor(self, cfg_path: str) -> int:
+        r, w = os.pipe()
+        os.set_inheritable(w, True)
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            argv = [*_monitor_exe(), cfg_path, str(w)]
+            actions = [(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)]
+            pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
+        finally:
+            os.close(w)
+            os.close(null)
+        os.waitpid(pid, 0)  # the monitor's first fork exits at once (it detaches)
+        return r
+
+    # -- stop, kill, wait ------------------------------------------------------------------------
+    def stop(self, ref: str, timeout: float | None = None, sig: str | None = None) -> Record:
+        rec = self.get(ref)
+        if self.status(rec) not in ("running", "restarting", "paused"):
+            return rec
+        if self.status(rec) == "paused":
+            self._runtime(rec, "resume", rec.id)
+        signum = spec.parse_signal(sig or rec.config["Config"].get("StopSignal") or "SIGTERM")
+        t = timeout if timeout is not None else rec.config["HostConfig"].get("StopTimeout") or 10
+        s = attach.connect(self.sock(rec.id), attach.stop_request(signum, float(t)))
+        with s:
+            attach.wait_exit(s)
+        return self.get(rec.id)
+
+    def kill(self, ref: str, sig: str = "SIGKILL") -> Record:
+        rec = self.get(ref)
+        if self.status(rec) not in ("running", "paused", "restarting"):
+            raise Conflict(f"Cannot kill container: {ref}: container {rec.id} is not running")
+        signum = spec.parse_signal(sig)
+        with attach.connect(self.sock(rec.id), b"k%d" % signum) as s:
+            s.settimeout(5)
+            try:
+                s.recv(16)  # the monitor closes once the signal is sent
+            except OSError:
+                pass
+        return rec
+
+    def wait(self, ref: str) -> int:
+        rec = self.get(ref)
+        if self.status(rec) in ("running", "restarting", "paused"):
+            with attach.connect(self.sock(rec.id), b"w") as s:
+                code = attach.wait_exit(s)
+            if code is not None:
+                return code
+            rec = self.get(rec.id)
+        return int(rec.state.get("ExitCode", 0))
+
+    # -- remove --------------------------------------------------------------------------------
+    def remove(
+        self, ref: str, force: bool = False, volumes: bool = False, from_monitor: bool = False
+    ) -> Record:
+        rec = self.get(ref)
+        st = self.status(rec)
+        if st in ("running", "paused", "restarting") and not from_monitor:
+            if not force:
+                verb = "running" if st != "paused" else "paused"
+                raise Conflict(
+                    f'cannot remove container "/{rec.name}": container is {verb}: '
+                    "stop the container before removing or force remove"
+                )
+            if st == "paused":
+                self._runtime(rec, "resume", rec.id, check=False)
+            try:
+                with attach.connect(self.sock(rec.id), attach.stop_request(signal.SIGKILL, 10)) as s:
+                    attach.wait_exit(s, timeout=30)
+            except (PalletError, OSError):
+                pass
+        self.store.update_state(rec.id, lambda s: s.update(Status="removing"))
+        self._cleanup(rec.id, volumes, rec)
+        return rec
+
+    def _cleanup(self, cid: str, volumes: bool = True, rec: Record | None = None) -> None:
+        """Every step idempotent: the runtime's container, the mount, the snapshot, files, the record."""
+        rec = rec or self.store.get(cid)
+        if rec.config.get("HostConfig") is not None:
+            self._runtime(rec, "delete", "--force", cid, check=False)
+        self._unmount_rootfs(cid)
+        try:
+            self.images.snapshots.remove(cid)
+        except NotFound:
+            pass
+        for m in rec.config.get("Mounts") or []:
+            if m.get("Type") == "volume" and volumes:
+                shutil.rmtree(Path(m["Source"]).parent, ignore_errors=True)
+        shutil.rmtree(self.cdir(cid), ignore_errors=True)
+        shutil.rmtree(self.rdir(cid), ignore_errors=True)
+        self.store.delete(cid)
+
+    # -- runtime verbs -------------------------------------------------------------------------
+    def _runtime(self, rec: Record, *args: str, check: bool = True, capture: bool = True) -> str:
+        import subprocess
+
+        p = subprocess.run([*self.runtime_cmd(rec), *args], capture_output=capture, text=True)
+        if check and p.returncode != 0:
+            msg = (p.stderr or "").strip().splitlines()
+            raise FailedPrecondition(
+                f"container {rec.name}: {args[0]}: {msg[-1] if msg else 'runtime failed'}"
+            )
+        return p.stdout or ""
+
+    def _running(self, ref: str) -> Record:
+        rec = self.get(ref)
+        st = self.status(rec)
+        if st == "paused":
+            raise Conflict(f"Container {rec.id} is paused, unpause the container before exec")
+        if st != "running":
+            raise Conflict(f"container {rec.id} is not running")
+        return rec
+
+    def pause(self, ref: str) -> Record:
+        rec = self._running(ref)
+        self._runtime(rec, "pause", rec.id)
+        self.store.update_state(rec.id, lambda s: s.update(Status="paused", Paused=True))
+        return rec
+
+    def unpause(self, ref: str) -> Record:
+        rec = self.get(ref)
+        if self.status(rec) != "paused":
+            raise Conflict(f"Container {rec.id} is not paused")
+        self._runtime(rec, "resume", rec.id)
+        self.store.update_state(rec.id, lambda s: s.update(Status="running", Paused=False))
+        return rec
+
+    def top(self, ref: str) -> tuple[list[str], list[list[str]]]:
+        """docker top: the host's ``ps -ef`` rows of the container's processes."""
+        import subprocess
+
+        rec = self._running(ref)
+        out = self._runtime(rec, "ps", "--format", "json", rec.id)
+        pids = {int(p) for p in json.loads(out or "[]")}
+        lines = subprocess.run(["ps", "-ef"], capture_output=True, text=True, check=True).stdout.splitlines()
+        header = lines[0].split()
+        rows = []
+        for line in lines[1:]:
+            f = line.split(None, len(header) - 1)
+            if int(f[1]) in pids:
+                rows.append(f)
+        return header, rows
+
+    def stats(self, ref: str) -> dict[str, Any]:
+        rec = self._running(ref)
+        out = self._runtime(rec, "events", "--stats", rec.id)
+        data: dict[str, Any] = json.loads(out)
+        return dict(data.get("data", data))
+
+    def update(self, ref: str, flags: list[str], host: dict[str, Any]) -> Record:
+        rec = self.get(ref)
+        if self.status(rec) in ("running", "paused"):
+            self._runtime(rec, "update", *flags, rec.id)
+        self.store.update_config(rec.id, lambda c: c["HostConfig"].update(host))
+        return rec
+
+    def rename(self, ref: str, name: str) -> None:
+        rec = self.get(ref)
+        new = self._name(name)
+        if new == rec.name:
+            raise InvalidArgument("Renaming a container with the same name as its current name")
+        self.store.rename(rec.id, new)
+
+    def exec_argv(self, rec: Record, args: list[str], opts: dict[str, Any]) -> list[str]:
+        argv = [
+            *self.runtime_cmd(rec),
+            "--log",
+            str(self.rdir(rec.id) / "exec.log"),
+            "--log-format",
+            "json",
+            "exec",
+        ]
+        if opts.get("tty"):
+            argv.append("-t")
+        if opts.get("detach"):
+            argv.append("-d")
+        if opts.get("workdir"):
+            argv += ["--cwd", opts["workdir"]]
+        for e in opts.get("env") or []:
+            argv += ["-e", e]
+        if opts.get("user"):
+            uid, gid, _, _ = spec.resolve_user(self.cdir(rec.id) / "rootfs", opts["user"])
+            argv += ["-u", f"{uid}:{gid}"]
+        if opts.get("privileged"):
+            for c in spec.ALL_CAPS:
+                argv += ["--cap", c]
+        return argv
+
+    # -- rootfs access -------------------------------------------------------------------------
+    def rootfs(self, rec: Record) -> tuple[Path, bool]:
+        """(the container's root, whether it was mounted for the caller, who must unmount it)."""
+        target = self.cdir(rec.id) / "rootfs"
+        from pallet.image.mount import is_mountpoint
+
+        if is_mountpoint(target):
+            return target, False
+        self._mount_rootfs(rec)
+        return target, True
+
+
+def _readline(fd: int) -> str:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace").strip()
+
+
+def _resolv_conf(network: str) -> str:
+    if network == "host":
+        try:
+            return Path("/etc/resolv.conf").read_text()
+        except OSError:
+            return ""
+    # --network none: no resolver reachable; docker writes the host's, minus localhost ones
+    lines = []
+    try:
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            if line.startswith("nameserver") and ("127." in line or "::1" in line):
+                continue
+            lines.append(line)
+    except OSError:
+        pass
+    return "\n".join(lines) + "\n"
+
+
+def _health(hc: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not hc or not hc.get("Test") or hc["Test"][0] == "NONE":
+        return None
+    ns = 1e9
+    return {
+        "test": hc["Test"],
+        "interval": (hc.get("Interval") or 30 * ns) / ns,
+        "timeout": (hc.get("Timeout") or 30 * ns) / ns,
+        "retries": hc.get("Retries") or 3,
+        "start_period": (hc.get("StartPeriod") or 0) / ns,
+    }
+
+
+def merge_config(image: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    """docker's merge of the image's config under the user's: env by key, an entrypoint given by the
+    user drops the image's Cmd, labels and volumes are unions."""
+    cfg = dict(image)
+    env = list(image.get("Env") or [])
+    for e in user.get("Env") or []:
+        key = e.split("=", 1)[0]
+        env = [x for x in env if x.split("=", 1)[0] != key] + [e]
+    cfg["Env"] = env
+    if user.get("Entrypoint") is not None:
+        cfg["Entrypoint"] = user["Entrypoint"] or None
+        cfg["Cmd"] = user.get("Cmd") or None
+    elif user.get("Cmd"):
+        cfg["Cmd"] = user["Cmd"]
+    for key in (
+        "WorkingDir",
+        "User",
+        "StopSignal",
+        "Tty",
+        "OpenStdin",
+        "AttachStdin",
+        "Healthcheck",
+        "Hostname",
+    ):
+        if user.get(key):
+            cfg[key] = user[key]
+    cfg["Labels"] = (image.get("Labels") or {}) | (user.get("Labels") or {})
+    cfg["Volumes"] = (image.get("Volumes") or {}) | (user.get("Volumes") or {})
+    return cfg
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str, flag: str) -> int:
+    """docker's RAMInBytes: a number with an optional b/k/m/g/t (binary) suffix, ``kb`` etc. too."""
+    t = str(text).strip().lower()
+    num = t.rstrip("bkmgt")
+    unit = t[len(num) :]
+    if unit.endswith("b") and len(unit) == 2:
+        unit = unit[0]
+    try:
+        value = float(num)
+        if unit not in _UNITS or value < 0:
+            raise ValueError
+    except ValueError:
+        raise InvalidArgument(
+            f'invalid argument "{text}" for "{flag}" flag: invalid size: \'{text}\''
+        ) from None
+    return int(value * _UNITS[unit])

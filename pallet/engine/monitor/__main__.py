@@ -1,0 +1,5 @@
+import sys
+
+from pallet.engine.monitor.main import main
+
+sys.exit(main())

@@ -1,0 +1,693 @@
+"""``pallet-monitor``: one per container, conmon's role. Started by the CLI, it detaches (fork + setsid)
+and becomes a child subreaper, so the container's init — forked by ``runtime create``, whose own
+process then exits — is re-parented to it and its exit status comes here, not to the host's PID 1.
+
+It owns the container's stdio (pipes, or the pty master that the runtime sends over the console
+socket), writes json-file logs, serves the attach socket, runs health checks and restart policies and
+records every state change in the engine store. Lean on purpose: it imports only the stdlib modules
+below; SQLite, ctypes and the engine are imported in a forked child or at exit, never while idle.
+
+Protocol with the CLI that starts it: a pipe (fd given in argv) carries one line per step —
+``created <pid>``, ``started``, or ``error <exit code> <message>`` — then closes.
+
+Attach socket (SOCK_SEQPACKET, one message per packet; first packet says what the client wants):
+  client → monitor: ``a{"stdin": bool}`` attach | ``l`` follow logs | ``w`` wait |
+                    ``s{"signal": n, "timeout": s}`` stop | ``k<n>`` kill | ``0<bytes>`` stdin data
+                    (``0`` alone: stdin EOF) | ``z<rows> <cols>`` resize the tty
+  monitor → client: ``1<bytes>`` stdout | ``2<bytes>`` stderr | ``O<offset>`` log size at follow start |
+                    ``L<json line>`` a log line | ``x<code>`` the container exited (then close)
+Every wait here is a blocking one: the selector sleeps until an fd is readable or a deadline
+(stop timeout, health check, restart backoff) is due; SIGCHLD arrives through set_wakeup_fd.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from pallet.engine.monitor.logs import JsonLog
+
+READ = selectors.EVENT_READ
+CHUNK = 32 * 1024
+
+
+def _now() -> str:
+    from pallet.engine.monitor.logs import timestamp
+
+    return timestamp()
+
+
+def _spawn(argv: list[str], stdin: int, stdout: int, stderr: int) -> int:
+    actions = [
+        (os.POSIX_SPAWN_DUP2, stdin, 0),
+        (os.POSIX_SPAWN_DUP2, stdout, 1),
+        (os.POSIX_SPAWN_DUP2, stderr, 2),
+    ]
+    return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
+
+
+def _code(status: int) -> int:
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def invoke_code(message: str) -> int:
+    """docker's reading of a failed start: 127 for a missing command, 126 for one that cannot run."""
+    low = message.lower()
+    if "not found" in low or "no such file or directory" in low:
+        return 127
+    if "permission denied" in low or "exec format error" in low or "is a directory" in low:
+        return 126
+    return 125
+
+
+class Client:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.kind = ""
+
+    def send(self, msg: bytes) -> bool:
+        try:
+            self.sock.send(msg)
+            return True
+        except OSError:
+            return False
+
+
+class Monitor:
+    def __init__(self, cfg: dict[str, Any], sync_fd: int) -> None:
+        self.cfg = cfg
+        self.cid: str = cfg["id"]
+        self.sync_fd: int | None = sync_fd
+        self.sel = selectors.DefaultSelector()
+        self.clients: dict[int, Client] = {}
+        self.outputs: dict[int, str] = {}  # fd -> stream
+        self.stdin_w: int | None = None
+        self.pty: int | None = None
+        self.init_pid = 0
+        self.started_at = 0.0
+        self.manual_stop = False
+        self.restarts = int(cfg.get("restart_count", 0))
+        self.deadlines: dict[str, float] = {}
+        self.waiting_attach = bool(cfg.get("attach_wait"))
+        self.log = JsonLog(cfg["log"], int(cfg["max_size"]), int(cfg["max_file"]))
+        self.health: dict[str, Any] = {"Status": "starting", "FailingStreak": 0, "Log": []}
+        self.health_proc: tuple[int, int, float] | None = None  # pid, output fd, started
+        self.done = False
+        self.backoff = 0.1
+
+    # -- setup ---------------------------------------------------------------------------------
+    def listen(self) -> None:
+        path = self.cfg["sock"]
+        if os.path.exists(path):
+            os.unlink(path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.listener.bind(path)
+        self.listener.listen(16)
+        self.sel.register(self.listener, READ, "listen")
+        wr, ww = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake = wr
+        signal.set_wakeup_fd(ww)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.sel.register(wr, READ, "sigchld")
+
+    def record(self, fields: dict[str, Any]) -> None:
+        """Write to the engine store from a forked child, so that SQLite never loads in the idle monitor."""
+        pid = os.fork()
+        if pid == 0:
+            try:
+                from pallet.engine.store import record_state
+
+                record_state(self.cfg["db"], self.cid, fields)
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        os.waitpid(pid, 0)
+
+    def tell(self, line: str) -> None:
+        if self.sync_fd is not None:
+            try:
+                os.write(self.sync_fd, line.encode() + b"\n")
+            except OSError:
+                pass
+
+    def close_sync(self) -> None:
+        if self.sync_fd is not None:
+            os.close(self.sync_fd)
+            self.sync_fd = None
+
+    def runtime(self, *args: str, stdio: tuple[int, int, int] | None = None) -> tuple[int, str]:
+        """Run one runtime verb to completion; (exit code, its last error message)."""
+        logf = self.cfg["runtime_log"]
+        argv = [*self.cfg["runtime"], "--log", logf, "--log-format", "json", *args]
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            pid = _spawn(argv, *(stdio or (null, null, null)))
+        finally:
+            os.close(null)
+        _, status = os.waitpid(pid, 0)
+        return _code(status), self.runtime_error()
+
+    def runtime_error(self) -> str:
+        try:
+            with open(self.cfg["runtime_log"], "rb") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return ""
+        for line in reversed(lines):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("level") in ("error", "fatal"):
+                return str(rec.get("msg", "")).strip()
+        return ""
+
+    # -- one run of the container ----------------------------------------------------------------
+    def create(self) -> str | None:
+        """``runtime create`` with fresh stdio; returns an error message or None."""
+        cfg = self.cfg
+        for path in (cfg["pid_file"], cfg["runtime_log"]):
+            if os.path.exists(path):
+                os.unlink(path)
+        args = ["create", "--bundle", cfg["bundle"], "--pid-file", cfg["pid_file"]]
+        if cfg["tty"]:
+            err = self._create_tty(args)
+        else:
+            err = self._create_pipes(args)
+        if err:
+            return err
+        with open(cfg["pid_file"]) as f:
+            self.init_pid = int(f.read().strip())
+        if cfg.get("network") == "none":
+            self._loopback_up()
+        return None
+
+    def _create_pipes(self, args: list[str]) -> str | None:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        if self.cfg["stdin"]:
+            in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        else:
+            in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
+        code, msg = self.runtime(*args, self.cid, stdio=(in_r, out_w, err_w))
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+        if code != 0:
+            for fd in (out_r, err_r, in_w):
+                if fd >= 0:
+                    os.close(fd)
+            return msg or f"runtime create exited with {code}"
+        for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
+            os.set_blocking(fd, False)
+            self.outputs[fd] = stream
+            self.sel.register(fd, READ, "output")
+        self.stdin_w = in_w if in_w >= 0 else None
+        return None
+
+    def _create_tty(self, args: list[str]) -> str | None:
+        path = self.cfg["console_sock"]
+        if os.path.exists(path):
+            os.unlink(path)
+        lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lst.bind(path)
+        lst.listen(1)
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        argv = [*self.cfg["runtime"], "--log", self.cfg["runtime_log"], "--log-format", "json"]
+        argv += [*args, "--console-socket", path, self.cid]
+        pid = _spawn(argv, null, null, null)
+        os.close(null)
+        pidfd = os.pidfd_open(pid)
+        master = -1
+        try:
+            sel = selectors.DefaultSelector()
+            sel.register(lst, READ)
+            sel.register(pidfd, READ)
+            ready = [key.fileobj for key, _ in sel.select()]
+            sel.close()
+            if lst in ready:
+                conn, _ = lst.accept()
+                with conn:
+                    _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+                master = fds[0] if fds else -1
+        finally:
+            lst.close()
+            os.unlink(path)
+            os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        if _code(status) != 0 or master < 0:
+            if master >= 0:
+                os.close(master)
+            return self.runtime_error() or f"runtime create exited with {_code(status)}"
+        os.set_blocking(master, False)
+        self.pty = master
+        self.outputs[master] = "stdout"
+        self.sel.register(master, READ, "output")
+        return None
+
+    def _loopback_up(self) -> None:
+        """--network none: the new network namespace has only lo, and it starts down (as docker's sandbox
+        does, bring it up); done in a forked child so that this process never changes namespace."""
+        pid = os.fork()
+        if pid == 0:
+            try:
+                import fcntl
+                import struct
+
+                from pallet.linux import syscalls
+
+                fd = os.open(f"/proc/{self.init_pid}/ns/net", os.O_RDONLY)
+                syscalls.default().setns(fd, 0x40000000)  # CLONE_NEWNET
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                req = struct.pack("16sH14x", b"lo", 0)
+                flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, req))[1]  # SIOCGIFFLAGS
+                fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))  # SIOCSIFFLAGS IFF_UP
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        os.waitpid(pid, 0)
+
+    def start(self) -> str | None:
+        self.waiting_attach = False
+        self.deadlines.pop("attach", None)
+        code, msg = self.runtime("start", self.cid)
+        if code != 0:
+            return msg or f"runtime start exited with {code}"
+        self.started_at = time.monotonic()
+        fields: dict[str, Any] = {
+            "Status": "running",
+            "Running": True,
+            "Paused": False,
+            "Restarting": False,
+            "Pid": self.init_pid,
+            "ExitCode": 0,
+            "Error": "",
+            "StartedAt": _now(),
+            "MonitorPid": os.getpid(),
+            "RestartCount": self.restarts,
+        }
+        if self.cfg.get("health"):
+            self.health = {"Status": "starting", "FailingStreak": 0, "Log": []}
+            fields["Health"] = self.health
+            self.deadlines["health"] = time.monotonic() + self.cfg["health"]["interval"]
+        self.record(fields)
+        return None
+
+    def launch(self) -> str | None:
+        err = self.create()
+        if err is None and not self.waiting_attach:
+            err = self.start()
+        return err
+
+    # -- the loop --------------------------------------------------------------------------------
+    def loop(self) -> None:
+        while not self.done:
+            timeout = None
+            if self.deadlines:
+                timeout = max(0.0, min(self.deadlines.values()) - time.monotonic())
+            for key, _ in self.sel.select(timeout):
+                what = key.data
+                if what == "listen":
+                    self.accept()
+                elif what == "sigchld":
+                    self.reap()
+                elif what == "output":
+                    self.read_output(key.fd)
+                elif what == "client":
+                    self.client_message(key.fd)
+                elif what == "health":
+                    pass  # read when the check ends
+                if self.done:
+                    return
+            now = time.monotonic()
+            for name, when in list(self.deadlines.items()):
+                if when <= now and self.deadlines.get(name) == when:
+                    del self.deadlines[name]
+                    self.deadline(name)
+
+    def deadline(self, name: str) -> None:
+        if name == "kill" and self.init_pid:
+            self.signal(signal.SIGKILL)
+        elif name == "attach" and self.waiting_attach:
+            self.begin()
+        elif name == "health":
+            self.health_start()
+        elif name == "health_timeout" and self.health_proc:
+            try:
+                os.kill(self.health_proc[0], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        elif name == "restart":
+            self.restart()
+
+    def begin(self) -> None:
+        err = self.start()
+        if err:
+            self.fail(err)
+        else:
+            self.tell("started")
+            self.close_sync()
+
+    def signal(self, sig: int) -> None:
+        if self.init_pid:
+            try:
+                os.kill(self.init_pid, sig)  # our child (we are its subreaper): its pid cannot be reused
+            except ProcessLookupError:
+                pass
+
+    def accept(self) -> None:
+        conn, _ = self.listener.accept()
+        self.clients[conn.fileno()] = Client(conn)
+        self.sel.register(conn, READ, "client")
+
+    def drop(self, fd: int) -> None:
+        c = self.clients.pop(fd, None)
+        if c is not None:
+            self.sel.unregister(c.sock)
+            c.sock.close()
+
+    def client_message(self, fd: int) -> None:
+        c = self.clients[fd]
+        try:
+            msg = c.sock.recv(CHUNK + 1)
+        except OSError:
+            msg = b""
+        if not msg:
+            self.drop(fd)
+            return
+        op, body = msg[:1], msg[1:]
+        if op == b"0":
+            self.stdin(body)
+        elif op == b"z" and self.pty is not None:
+            import fcntl
+            import struct
+            import termios
+
+            rows, cols = (int(x) for x in body.split())
+            fcntl.ioctl(self.pty, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        elif op in (b"a", b"w", b"l"):
+            c.kind = op.decode()
+            if op == b"l":
+                c.send(b"O%d" % self.log.size)
+            if self.init_pid == 0 and not self.deadlines.get("restart"):
+                c.send(b"x%d" % self.cfg.get("last_exit", 0))
+                self.drop(fd)
+                return
+            if op == b"a" and self.waiting_attach:
+                self.begin()
+        elif op == b"s":
+            req = json.loads(body)
+            c.kind = "w"
+            self.manual_stop = True
+            if self.deadlines.pop("restart", None) is not None:
+                self.finish(self.cfg.get("last_exit", 0))
+                return
+            self.signal(int(req["signal"]))
+            self.deadlines["kill"] = time.monotonic() + float(req["timeout"])
+        elif op == b"k":
+            self.manual_stop = True
+            self.signal(int(body))
+            self.drop(fd)
+
+    def stdin(self, data: bytes) -> None:
+        target = self.pty if self.pty is not None else self.stdin_w
+        if target is None:
+            return
+        if not data:
+            if self.pty is None and self.stdin_w is not None:
+                os.close(self.stdin_w)
+                self.stdin_w = None
+            return
+        try:
+            os.set_blocking(target, True)
+            os.write(target, data)
+            if target == self.pty:
+                os.set_blocking(target, False)
+        except OSError:
+            pass
+
+    def read_output(self, fd: int) -> None:
+        try:
+            data = os.read(fd, CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: the pty's last holder closed it
+            data = b""
+        if not data:
+            self.sel.unregister(fd)
+            self.outputs.pop(fd, None)
+            if fd != self.pty:
+                os.close(fd)
+            return
+        self.emit(self.outputs[fd], data)
+
+    def emit(self, stream: str, data: bytes) -> None:
+        lines = self.log.write(stream, data)
+        tag = b"1" if stream == "stdout" else b"2"
+        for fd, c in list(self.clients.items()):
+            ok = True
+            if c.kind == "a":
+                for i in range(0, len(data), CHUNK):
+                    ok = ok and c.send(tag + data[i : i + CHUNK])
+            elif c.kind == "l":
+                for line in lines:
+                    ok = ok and c.send(b"L" + line)
+            if not ok:
+                self.drop(fd)
+
+    def drain(self) -> None:
+        """After init's exit: what is still buffered in the pipes or the pty, then partial lines."""
+        for fd in list(self.outputs):
+            while fd in self.outputs:
+                try:
+                    data = os.read(fd, CHUNK)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    data = b""
+                if not data:
+                    self.read_output(fd)  # unregisters it at EOF
+                    break
+                self.emit(self.outputs[fd], data)
+        for line in self.log.flush():
+            for fd, c in list(self.clients.items()):
+                if c.kind == "l" and not c.send(b"L" + line):
+                    self.drop(fd)
+
+    # -- children ------------------------------------------------------------------------------
+    def reap(self) -> None:
+        try:
+            while os.read(self.wake, 512):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.init_pid:
+                self.exited(_code(status))
+            elif self.health_proc and pid == self.health_proc[0]:
+                self.health_done(_code(status))
+
+    def exited(self, code: int) -> None:
+        self.init_pid = 0
+        self.deadlines.pop("kill", None)
+        self.deadlines.pop("health", None)
+        self.drain()
+        for fd in list(self.outputs):
+            self.sel.unregister(fd)
+            os.close(fd)
+        self.outputs.clear()
+        if self.pty is not None:
+            os.close(self.pty)
+            self.pty = None
+        if self.stdin_w is not None:
+            os.close(self.stdin_w)
+            self.stdin_w = None
+        self.runtime("delete", "--force", self.cid)
+        self.cfg["last_exit"] = code
+        if self.should_restart(code):
+            ran = time.monotonic() - self.started_at
+            self.backoff = 0.1 if ran >= 10 else min(self.backoff * 2, 60.0)
+            self.restarts += 1
+            self.record(
+                {"Status": "restarting", "Running": False, "Restarting": True, "Pid": 0, "ExitCode": code}
+                | {"FinishedAt": _now(), "RestartCount": self.restarts}
+            )
+            self.notify_exit(code)
+            self.deadlines["restart"] = time.monotonic() + self.backoff
+            return
+        self.finish(code)
+
+    def should_restart(self, code: int) -> bool:
+        policy = self.cfg.get("restart") or {"Name": "no"}
+        name, limit = policy.get("Name", "no"), int(policy.get("MaximumRetryCount", 0))
+        if self.manual_stop or name in ("no", ""):
+            return False
+        if name == "on-failure":
+            return code != 0 and (limit == 0 or self.restarts < limit)
+        return name in ("always", "unless-stopped")
+
+    def restart(self) -> None:
+        err = self.launch()
+        if err:
+            self.finish(invoke_code(err), err)
+
+    def notify_exit(self, code: int) -> None:
+        for fd, c in list(self.clients.items()):
+            if c.kind:
+                c.send(b"x%d" % code)
+                self.drop(fd)
+
+    def fail(self, err: str) -> None:
+        """The first start failed: report to the CLI, leave the container created with the error."""
+        code = invoke_code(err)
+        self.runtime("delete", "--force", self.cid)
+        self.record({"Status": "created", "Running": False, "Pid": 0, "ExitCode": code, "Error": err})
+        self.tell(f"error {code} {err}")
+        self.close_sync()
+        self.unmount()
+        self.notify_exit(code)
+        self.done = True
+
+    def finish(self, code: int, err: str = "") -> None:
+        self.record(
+            {"Status": "exited", "Running": False, "Restarting": False, "Paused": False, "Pid": 0}
+            | {"ExitCode": code, "FinishedAt": _now(), "MonitorPid": 0, "RestartCount": self.restarts}
+            | ({"Error": err} if err else {})
+            | ({"Health": self.health | {"Status": "unhealthy"}} if self.cfg.get("health") else {})
+        )
+        self.unmount()
+        if self.cfg.get("auto_remove"):
+            self.remove()
+        self.notify_exit(code)
+        self.done = True
+
+    def unmount(self) -> None:
+        from pallet.linux import syscalls
+
+        try:
+            syscalls.default().umount2(self.cfg["rootfs"], syscalls.MNT_DETACH)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOENT):
+                raise
+
+    def remove(self) -> None:
+        """--rm: the container goes with its monitor (docker's AutoRemove, done where the exit is seen)."""
+        from pathlib import Path
+
+        from pallet.engine.containers import Engine
+
+        eng = Engine(Path(self.cfg["root"]), Path(self.cfg["runroot"]), self.cfg.get("storage_driver"))
+        try:
+            eng.remove(self.cid, force=True, volumes=True, from_monitor=True)
+        except Exception:
+            pass
+        finally:
+            eng.close()
+
+    # -- health checks -------------------------------------------------------------------------
+    def health_start(self) -> None:
+        hc = self.cfg["health"]
+        test = hc["test"]
+        args = ["/bin/sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
+        r, w = os.pipe2(os.O_CLOEXEC)
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        argv = [*self.cfg["runtime"], "exec", self.cid, *args]
+        pid = _spawn(argv, null, w, w)
+        os.close(null)
+        os.close(w)
+        os.set_blocking(r, False)
+        self.health_proc = (pid, r, time.monotonic())
+        self.deadlines["health_timeout"] = time.monotonic() + hc["timeout"]
+
+    def health_done(self, code: int) -> None:
+        assert self.health_proc is not None
+        _, r, began = self.health_proc
+        self.health_proc = None
+        self.deadlines.pop("health_timeout", None)
+        try:
+            out = os.read(r, 4096).decode("utf-8", "replace")
+        except OSError:
+            out = ""
+        os.close(r)
+        hc = self.cfg["health"]
+        if time.monotonic() - began >= hc["timeout"]:
+            code, out = -1, f"Health check exceeded timeout ({hc['timeout']}s)"
+        h = self.health
+        in_grace = time.monotonic() - self.started_at < hc.get("start_period", 0)
+        if code == 0:
+            h["FailingStreak"] = 0
+            h["Status"] = "healthy"
+        elif not in_grace:
+            h["FailingStreak"] += 1
+            if h["FailingStreak"] >= hc["retries"]:
+                h["Status"] = "unhealthy"
+        h["Log"] = [*h["Log"], {"Start": _now(), "ExitCode": code, "Output": out}][-5:]
+        self.record({"Health": h})
+        if self.init_pid:
+            self.deadlines["health"] = time.monotonic() + hc["interval"]
+
+
+def _detach() -> None:
+    """Double fork: the CLI reaps the first child at once; the second leads its own session."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: pallet-monitor CONFIG SYNC_FD (started by pallet, not by hand)", file=sys.stderr)
+        return 2
+    with open(argv[0]) as f:
+        cfg = json.load(f)
+    sync_fd = int(argv[1])
+    _detach()
+    from pallet.linux import syscalls
+
+    syscalls.default().prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+    mon = Monitor(cfg, sync_fd)
+    try:
+        mon.listen()
+        err = mon.create()
+        if err:
+            mon.fail(err)
+            return 0
+        mon.tell(f"created {mon.init_pid}")
+        if mon.waiting_attach:
+            mon.deadlines["attach"] = time.monotonic() + 30
+        else:
+            mon.begin()
+        if not mon.done:
+            mon.loop()
+    except BaseException as e:  # noqa: BLE001 - the CLI must hear why, then the container is not left running
+        mon.tell(f"error 125 monitor: {e}")
+        if mon.init_pid:
+            mon.signal(signal.SIGKILL)
+        raise
+    finally:
+        try:
+            os.unlink(cfg["sock"])
+        except OSError:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""What users do with ``docker run``, against pallet: output, exit codes, detached containers, logs,
+exec, stop, rm; the core runs with pallet-runtime and with runc."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.engine.conftest import Pallet
+
+pytestmark = pytest.mark.root
+
+
+def test_run_output_and_exit_codes(any_runtime: Pallet) -> None:
+    p = any_runtime
+    r = p.run("--rm", "busybox", "echo", "hi")
+    assert r.stdout == "hi\n"
+    assert p.run("--rm", "busybox", "sh", "-c", "echo err >&2; exit 3", check=False).returncode == 3
+    r = p.run("--rm", "busybox", "sh", "-c", "echo err >&2; exit 3", check=False)
+    assert r.stderr == "err\n"
+    r = p.run("--rm", "busybox", "nosuchcommand", check=False)
+    assert r.returncode == 127, r.stderr
+    assert "nosuchcommand" in r.stderr
+    r = p.run("--rm", "busybox", "/etc", check=False)
+    assert r.returncode == 126, r.stderr
+    assert p("ps", "-aq").stdout == ""  # --rm left nothing, failed starts included
+
+
+def test_docker_defaults_inside(any_runtime: Pallet) -> None:
+    p = any_runtime
+    name = p.name("def")
+    script = "hostname; cat /etc/hostname; echo $PATH; grep CapEff /proc/self/status; df -k /dev/shm | tail -1; ip link show lo"
+    r = p.run("--name", name, "busybox", "sh", "-c", script)
+    cid = p("inspect", "-f", "{{.Id}}", name).stdout.strip()
+    lines = r.stdout.splitlines()
+    assert lines[0] == cid[:12] and lines[1] == cid[:12]
+    assert lines[2] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert lines[3].split()[1] == "00000000a80425fb"  # docker's 14 default capabilities
+    assert lines[4].split()[1] == "65536"  # /dev/shm is 64m
+    assert "UP" in lines[5]  # --network none still has loopback up
+    p("rm", name)
+
+
+def test_detached_logs_exec_stop(any_runtime: Pallet) -> None:
+    p = any_runtime
+    name = p.name("web")
+    cid = p.run(
+        "-d",
+        "--name",
+        name,
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' TERM; echo up; while true; do sleep 0.1; done",
+    ).stdout.strip()
+    assert len(cid) == 64
+    out = p("exec", name, "sh", "-c", "echo in-$HOSTNAME").stdout
+    assert out == f"in-{cid[:12]}\n"
+    assert p("exec", name, "sh", "-c", "exit 5", check=False).returncode == 5
+    r = p("exec", name, "nosuch", check=False)
+    assert r.returncode in (126, 127), r.stderr
+    ps = p("ps", "--format", "{{.Names}} {{.State}}").stdout
+    assert f"{name} running" in ps
+    p("stop", name)
+    st = json.loads(p("inspect", name).stdout)[0]["State"]
+    assert st["Status"] == "exited" and st["ExitCode"] == 0
+    assert p("logs", name).stdout == "up\nbye\n"
+    p("rm", cid[:12])
+    assert p("ps", "-aq").stdout == ""
