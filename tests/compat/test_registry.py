@@ -58,12 +58,13 @@ class Pallet:
 
     def __init__(self, d: Path) -> None:
         self.root = d / "root"
+        self.runroot = d / "run"
         self.config = d / "docker-config"
         self.env = dict(os.environ, DOCKER_CONFIG=str(self.config))
 
     def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(PALLET), "--root", str(self.root), *args],
+            [str(PALLET), "--root", str(self.root), "--runroot", str(self.runroot), *args],
             capture_output=True,
             text=True,
             env=self.env,
@@ -158,6 +159,11 @@ def test_skopeo_push_pallet_pull(
     assert info["Descriptor"]["digest"] == layout.manifest_digest
     assert info["RepoTags"] == [f"{plain.host}/rt/bb:latest"]
     assert pallet.ingests() == []
+    # it runs, with the pulled layers' files in place
+    run = pallet.ok(
+        "run", "--rm", "--network", "none", f"{plain.host}/rt/bb", "sh", "-c", "wc -c < /data/latest-1.bin"
+    )
+    assert run.strip() == "200001"
 
     again = pallet.ok("pull", f"{plain.host}/rt/bb:latest")
     assert f"Status: Image is up to date for {plain.host}/rt/bb:latest" in again
