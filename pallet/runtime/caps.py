@@ -8,9 +8,11 @@ permitted and inheritable. Inheritable stays empty unless asked (CVE-2022-29162)
 
 from __future__ import annotations
 
-from typing import Any
-
 from pallet.errors import InvalidArgument
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 NAMES = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",

@@ -13,17 +13,21 @@ For `exec`, stage 1 joins the running container's namespaces and stage 2 execs a
 
 from __future__ import annotations
 
+import _socket
 import fcntl
 import os
-import socket
 import struct
 import sys
 import termios
-from typing import Any
 
 from pallet.linux import syscalls as s
 from pallet.runtime import process, seccomp, sync
 from pallet.runtime.rootfs import RootfsBuilder
+
+# typing and socket.py cost the init milliseconds at every start: annotations only
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 NS_FLAGS = {
     "user": s.CLONE_NEWUSER, "mount": s.CLONE_NEWNS, "pid": s.CLONE_NEWPID, "network": s.CLONE_NEWNET,
@@ -40,7 +44,7 @@ class InitError(Exception):
 
 
 def main() -> None:
-    sock = socket.socket(fileno=int(sys.argv[1]))
+    sock = _socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(sock.fileno(), False)
     try:
         boot, _ = sync.recv(sock)
@@ -54,7 +58,7 @@ def main() -> None:
     os._exit(0)
 
 
-def _report(sock: socket.socket, e: BaseException) -> None:
+def _report(sock: _socket.socket, e: BaseException) -> None:
     if isinstance(e, OSError) and e.strerror:
         where = f" {e.filename}" if e.filename and str(e.filename) not in e.strerror else ""
         msg = f"{e.strerror}{where}"
@@ -89,7 +93,7 @@ def _compile_seccomp(boot: dict[str, Any]) -> seccomp.Compiled | None:
     return seccomp.compile_filter(cfg) if cfg else None
 
 
-def stage1(sysc: Any, sock: socket.socket, boot: dict[str, Any], filt: seccomp.Compiled | None) -> None:
+def stage1(sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: seccomp.Compiled | None) -> None:
     mode = boot["mode"]
     if filt is not None and mode == "exec":
         seccomp.connect_listener(filt)  # before joining the mount namespace: listenerPath is a host path
@@ -163,14 +167,14 @@ def stage1(sysc: Any, sock: socket.socket, boot: dict[str, Any], filt: seccomp.C
     os._exit(1)
 
 
-def _wait_reply(sock: socket.socket, want: str) -> dict[str, Any]:
+def _wait_reply(sock: _socket.socket, want: str) -> dict[str, Any]:
     msg, _ = sync.recv(sock)
     if msg is None or msg.get("type") != want:
         raise InitError(f"runtime went away while the init waited for {want!r}")
     return msg
 
 
-def _setup_console(sysc: Any, sock: socket.socket, proc: dict[str, Any]) -> None:
+def _setup_console(sysc: Any, sock: _socket.socket, proc: dict[str, Any]) -> None:
     """A pty from the container's own devpts; the master goes to the runtime, the slave becomes stdio."""
     master, slave = os.openpty()
     size = proc.get("consoleSize")
@@ -198,7 +202,7 @@ def _seccomp_loader(sysc: Any, filt: seccomp.Compiled | None, state: dict[str, A
 
 
 def stage2_create(
-    sysc: Any, sock: socket.socket, boot: dict[str, Any], filt: seccomp.Compiled | None, host_pid: int
+    sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: seccomp.Compiled | None, host_pid: int
 ) -> None:
     spec = boot["spec"]
     spec["_bundle"] = boot["bundle"]
@@ -257,7 +261,7 @@ def stage2_create(
 
 
 def stage2_exec(
-    sysc: Any, sock: socket.socket, boot: dict[str, Any], filt: seccomp.Compiled | None, host_pid: int
+    sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: seccomp.Compiled | None, host_pid: int
 ) -> None:
     proc = boot["process"]
     os.setsid()

@@ -8,14 +8,17 @@ last, so nothing of the runtime crosses into the container (CVE-2024-21626).
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found,unused-ignore]  # signal.py adds enums: an import the init can skip
 import os
 import resource
-import signal
-from collections.abc import Callable
-from typing import Any
 
 from pallet.linux import syscalls as s
 from pallet.runtime import caps
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -128,14 +131,14 @@ def close_fds(keep: set[int]) -> None:
 
 def reset_signals() -> None:
     # Python ignores SIGPIPE and SIGXFSZ; ignored dispositions survive execve, so restore them
-    for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
+    for sig in range(1, _signal.NSIG):
+        if sig in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
         try:
-            signal.signal(sig, signal.SIG_DFL)
+            _signal.signal(sig, _signal.SIG_DFL)
         except (OSError, ValueError):
             pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
 
 
 def chdir_checked(cwd: str) -> None:

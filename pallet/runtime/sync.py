@@ -1,6 +1,6 @@
 """Messages between the runtime (parent) and the container's init over a SOCK_SEQPACKET socketpair.
 
-One JSON object a datagram, file descriptors attached with SCM_RIGHTS. The ladder for `create`:
+One marshalled dict a datagram, file descriptors attached with SCM_RIGHTS. The ladder for `create`:
 
     parent                                   init stage 1 (fresh interpreter, sealed memfd)
       cgroup apply(stage-1 pid)
@@ -26,29 +26,36 @@ Any failure in the init comes back as {"type": "error", "message": ..., "errno":
 
 from __future__ import annotations
 
+import _socket
 import array
-import json
-import socket
-from typing import Any
+import marshal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_MSG = 1 << 20
 
+# marshal, not json: both ends are the same interpreter binary, the only writer is our own code
+# (the socket is closed before the container's program runs), and it costs the init no imports.
 
-def send(sock: socket.socket, msg: dict[str, Any], fds: list[int] | None = None) -> None:
-    data = json.dumps(msg).encode()
+
+def send(sock: _socket.socket, msg: dict[str, Any], fds: list[int] | None = None) -> None:
+    data = marshal.dumps(msg)
     if fds:
-        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))])
     else:
         sock.sendall(data)
 
 
-def recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+def recv(sock: _socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
     """The next message and any fds it carried; (None, []) when the peer closed."""
     fds = array.array("i")
-    data, ancdata, _flags, _addr = sock.recvmsg(MAX_MSG, socket.CMSG_SPACE(16 * fds.itemsize))
+    data, ancdata, _flags, _addr = sock.recvmsg(MAX_MSG, _socket.CMSG_SPACE(16 * fds.itemsize))
     for level, typ, cdata in ancdata:
-        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+        if level == _socket.SOL_SOCKET and typ == _socket.SCM_RIGHTS:
             fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
     if not data:
         return None, list(fds)
-    return json.loads(data), list(fds)
+    msg: dict[str, Any] = marshal.loads(data)
+    return msg, list(fds)
