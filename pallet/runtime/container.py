@@ -222,6 +222,7 @@ class Runtime:
                 "preserve_fds": req.preserve_fds,
                 "no_pivot": req.no_pivot,
                 "create_container_hooks": hook_spec.get("createContainer") or [],
+                "start_container_hooks": hook_spec.get("startContainer") or [],
             }
             sync.send(sock, boot)
             master: int | None = None
@@ -246,7 +247,10 @@ class Runtime:
                     state_json = st.oci_state(CREATING)
                     hooks.run_all(hook_spec.get("prestart") or [], state_json, "prestart")
                     hooks.run_all(hook_spec.get("createRuntime") or [], state_json, "createRuntime")
-                    sync.send(sock, {"type": "hooks-done", "state": state_json})
+                    sync.send(
+                        sock,
+                        {"type": "hooks-done", "state": state_json, "state_json": json.dumps(state_json)},
+                    )
                 elif kind == "console":
                     master = fds[0]
                     if req.console_socket:
@@ -499,7 +503,9 @@ def _cgroup_resources(linux: dict[str, Any]) -> dict[str, Any]:
     for d in linux.get("devices") or []:
         if d.get("type") in ("c", "b", "u"):
             kind = "c" if d["type"] == "u" else d["type"]
-            rules.append({"allow": True, "type": kind, "major": d["major"], "minor": d["minor"], "access": "rwm"})
+            rules.append(
+                {"allow": True, "type": kind, "major": d["major"], "minor": d["minor"], "access": "rwm"}
+            )
     res["devices"] = rules
     return res
 

@@ -256,8 +256,34 @@ def stage2_create(
     os.write(fd, b"0")
     os.close(fd)
     os.close(fifo_fd)
+    _run_start_container_hooks(boot.get("start_container_hooks") or [], msg["state_json"])
     state = dict(msg["state"], status="created")
     process.exec_process(sysc, proc, path, preserve | listener, _seccomp_loader(sysc, filt, state, host_pid))
+
+
+def _run_start_container_hooks(hooks: list[dict[str, Any]], state_json: str) -> None:
+    """startContainer hooks: run by the init, in the container's namespaces, after `start` and before
+    the program (runtime-spec). subprocess is out of reach after pivot_root, so fork and exec by hand."""
+    for i, h in enumerate(hooks):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.dup2(r, 0)
+                env = dict(e.partition("=")[::2] for e in h.get("env") or [])
+                os.execve(h["path"], h.get("args") or [h["path"]], env)
+            finally:
+                os._exit(127)
+        os.close(r)
+        try:
+            os.write(w, state_json.encode())
+        except BrokenPipeError:
+            pass
+        os.close(w)
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            code = os.waitstatus_to_exitcode(status)
+            raise InitError(f"startContainer hook #{i} {h['path']}: exited with status {code}")
 
 
 def stage2_exec(
