@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check pallet tests bench
 .venv/bin/mypy
 set +e
-.venv/bin/pytest -n auto -p no:cacheprovider -rs "$@" tests
+# loadgroup: tests marked with one xdist_group (one peer daemon, one host-wide setting) share a worker
+.venv/bin/pytest -n auto --dist loadgroup -p no:cacheprovider -rs "$@" tests
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi

@@ -8,6 +8,7 @@ runtime CLI pins down is compared: exit statuses, that an error is printed, `sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from pallet.oci.runtime_spec import default_spec
 from tests.compat.conftest import PALLET_RUNTIME, names_under, peer_dir, unique_id, wait_until
 from tests.helpers.leaks import find_leaks
 
-pytestmark = [pytest.mark.compat, pytest.mark.root]
+pytestmark = [pytest.mark.compat, pytest.mark.root, pytest.mark.xdist_group("cgroup-hugetlb")]
 
 # the OCI state, plus what runc adds and containerd/podman read
 STATE_KEYS = {"ociVersion", "id", "status", "pid", "bundle", "rootfs", "created", "owner"}
@@ -129,12 +130,33 @@ def runtime(request: pytest.FixtureRequest, busybox_rootfs: Path) -> Iterator[Ru
         rootfs = d / "rootfs"
         shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
         rt = Runtime(name, exe, d, rootfs)
-        if name == "crun":
-            # crun refuses hybrid cgroup hosts whose cgroup2 mount carries a controller (here: hugetlb)
-            r = rt("run", "--bundle", rt.bundle(["true"]), unique_id("probe"))
-            if r.returncode != 0:
-                pytest.skip(f"crun cannot run containers on this host: {r.stderr.strip() or r}")
-        yield rt
+        with _hugetlb_off_cgroup2(d) if name == "crun" else contextlib.nullcontext():
+            if name == "crun":
+                r = rt("run", "--bundle", rt.bundle(["true"]), unique_id("probe"))
+                if r.returncode != 0:
+                    pytest.skip(f"crun cannot run containers on this host: {r.stderr.strip() or r}")
+            yield rt
+
+
+@contextlib.contextmanager
+def _hugetlb_off_cgroup2(d: Path) -> Iterator[None]:
+    """crun refuses a hybrid host whose cgroup2 mount carries a controller (here: hugetlb). Mounting that
+    controller as a v1 hierarchy moves it off cgroup2; unmounting the emptied hierarchy moves it back.
+    The whole module runs in one xdist group with the one test that needs hugetlb on cgroup2."""
+    unified = Path("/sys/fs/cgroup/unified/cgroup.controllers")
+    moved = [c for c in (unified.read_text().split() if unified.exists() else []) if c == "hugetlb"]
+    mnt = d / "hugetlb-v1"
+    if moved:
+        mnt.mkdir()
+        subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(mnt)], check=True)
+    try:
+        yield
+    finally:
+        if moved:
+            for sub in sorted((p for p in mnt.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                sub.rmdir()
+            subprocess.run(["umount", str(mnt)], check=True)
+            wait_until(lambda: "hugetlb" in unified.read_text().split(), 10, "hugetlb to return to cgroup2")
 
 
 @pytest.fixture(autouse=True)
@@ -194,7 +216,14 @@ def test_kill_with_a_handled_signal(runtime: Runtime) -> None:
     wait_until(lambda: runtime.status(cid) == "stopped", 10, "SIGTERM to stop the container")
 
 
+def _differs_in_crun(runtime: Runtime, why: str) -> None:
+    """runc is the oracle; where crun 1.8 answers otherwise, say so rather than skip silently."""
+    if runtime.name == "crun":
+        pytest.xfail(f"crun differs from runc: {why}")
+
+
 def test_kill_invalid_signal(runtime: Runtime) -> None:
+    _differs_in_crun(runtime, "`kill ID SIGNOPE` exits 0")
     cid = runtime.started()
     r = runtime("kill", cid, "SIGNOPE")
     assert_error(r)
@@ -233,6 +262,8 @@ def test_duplicate_id(runtime: Runtime) -> None:
 
 @pytest.mark.parametrize("verb", ["state", "start", "kill", "delete", "pause", "resume", "ps"])
 def test_unknown_id(runtime: Runtime, verb: str) -> None:
+    if verb == "ps":
+        _differs_in_crun(runtime, "`ps` of an unknown id exits 253")
     r = runtime(verb, unique_id("unknown"))
     assert_error(r)
 
