@@ -136,6 +136,7 @@ class Runtime:
             raise InvalidArgument(f"config.json: root.path: {rootfs}: no such directory")
         sets = caps.parse(proc.get("capabilities"))
         caps.check_grantable(sets, caps.host_bounding_set())
+        _check_lsm(proc)
         if proc.get("terminal") and not req.console_socket and not req.foreground_console:
             raise InvalidArgument(
                 "process.terminal is true but no --console-socket was given to receive the console"
@@ -432,6 +433,7 @@ class Runtime:
             raise _refuse("exec", cid, status)
         runtime_spec._validate_process(proc, "process.")
         caps.check_grantable(caps.parse(proc.get("capabilities")), caps.host_bounding_set())
+        _check_lsm(proc)
         if proc.get("terminal") and not console_socket and not relay_console:
             raise InvalidArgument(
                 "exec: a terminal was requested but no --console-socket was given to receive it"
@@ -508,6 +510,26 @@ def _cgroup_resources(linux: dict[str, Any]) -> dict[str, Any]:
             )
     res["devices"] = rules
     return res
+
+
+def _check_lsm(proc: dict[str, Any]) -> None:
+    """As runc: a label or profile for a security module the host does not run is an error, not a no-op."""
+    if proc.get("selinuxLabel") and not os.path.exists("/sys/fs/selinux/enforce"):
+        raise InvalidArgument(
+            "config.json: process.selinuxLabel: SELinux is disabled or not supported on this host"
+        )
+    if proc.get("apparmorProfile") and not _apparmor_enabled():
+        raise InvalidArgument(
+            f"config.json: process.apparmorProfile: {proc['apparmorProfile']!r} requested but AppArmor is not enabled on this host"
+        )
+
+
+def _apparmor_enabled() -> bool:
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            return f.read().startswith("Y")
+    except OSError:
+        return False
 
 
 def _host_id(mappings: list[dict[str, int]] | None, container_id: int) -> int:

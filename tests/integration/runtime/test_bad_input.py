@@ -82,6 +82,16 @@ def test_missing_config(rt: RuntimeCLI, bundle: Path, cid: str, token: str) -> N
             "uidMappings and gidMappings are required",
         ),
         (lambda c: c["linux"]["resources"].__setitem__("memory", {"limit": "abc"}), "memory"),
+        pytest.param(
+            lambda c: c["process"].__setitem__("selinuxLabel", "system_u:system_r:container_t:s0"),
+            "SELinux is disabled",
+            marks=pytest.mark.skipif(Path("/sys/fs/selinux/enforce").exists(), reason="SELinux runs here"),
+        ),
+        pytest.param(
+            lambda c: c["process"].__setitem__("apparmorProfile", "docker-default"),
+            "AppArmor is not enabled",
+            marks=pytest.mark.skipif(Path("/sys/module/apparmor").exists(), reason="AppArmor may run here"),
+        ),
         (lambda c: c["linux"]["resources"].__setitem__("pids", {"limit": "many"}), "pids"),
     ],
 )
