@@ -17,9 +17,9 @@ import http.client
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pallet.errors import FailedPrecondition, InvalidArgument, NotFound, PalletError
@@ -112,12 +112,14 @@ def pull(
             raise InvalidArgument(
                 f'pull "{what}": image is for {config.platform()}, not the requested {platform}'
             )
-        fetch.layers(manifest.layers, concurrency)
+        if len(config.diff_ids) != len(manifest.layers):
+            raise InvalidArgument(
+                f'pull "{what}": {len(manifest.layers)} layers but {len(config.diff_ids)} diff_ids in the config'
+            )
+        fetch.layers(manifest, config, concurrency, images.unpack)
         content.put(manifest_bytes, manifest_digest)
         tags = [] if ref.digest is not None else [ref]
-        image = images.create(manifest_digest, tags)
-        for layer in manifest.layers:
-            progress(Event(layer.digest.hex[:12], "Pull complete"))
+        image = images.create(manifest_digest, tags)  # every layer is unpacked by now: records and tags
     record_sources(images.root, registry.domain, repo, [manifest.config, *manifest.layers])
     updated = previous is None or previous.id != image.id
     return PullResult(ref, top.digest, image, updated)
@@ -163,7 +165,16 @@ class _Fetcher:
         self.progress = progress
         self.stop = threading.Event()
 
-    def layers(self, layers: list[Descriptor], concurrency: int) -> None:
+    def layers(
+        self,
+        manifest: Manifest,
+        config: ImageConfig,
+        concurrency: int,
+        unpack: Callable[[Manifest, ImageConfig], None],
+    ) -> None:
+        """Download the layers concurrently and unpack each, in order, as soon as it and the ones
+        below it are in: extraction overlaps the downloads still running."""
+        layers = manifest.layers
         todo: list[Descriptor] = []
         for layer in layers:
             if self.content.exists(layer.digest):
@@ -171,19 +182,23 @@ class _Fetcher:
             elif layer not in todo:
                 todo.append(layer)
                 self.progress(Event(layer.digest.hex[:12], "Pulling fs layer"))
-        if not todo:
-            return
-        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(todo)))) as pool:
-            futures = [pool.submit(self.blob, layer) for layer in todo]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in futures if f in done and f.exception() is not None]
-            if failed:
-                self.stop.set()  # the others stop at their next chunk, keeping their ingests
-                for f in futures:
-                    f.cancel()
-                wait(futures)
-                self.registry.close()
-                raise failed[0].exception()  # type: ignore[misc]
+        pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(todo))))
+        futures: dict[Digest, Future[None]] = {d.digest: pool.submit(self.blob, d) for d in todo}
+        try:
+            for k, layer in enumerate(layers):
+                future = futures.get(layer.digest)
+                if future is not None:
+                    future.result()
+                unpack(
+                    replace(manifest, layers=layers[: k + 1]),
+                    replace(config, diff_ids=config.diff_ids[: k + 1]),
+                )
+                self.progress(Event(layer.digest.hex[:12], "Pull complete"))
+        except BaseException:
+            self.stop.set()  # the other downloads stop at their next chunk, keeping their ingests
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def blob(self, desc: Descriptor, quiet: bool = False) -> None:
         short = desc.digest.hex[:12]
