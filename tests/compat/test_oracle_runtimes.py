@@ -24,6 +24,7 @@ import pytest
 
 from pallet.oci.runtime_spec import default_spec
 from tests.compat.conftest import PALLET_RUNTIME, names_under, peer_dir, unique_id, wait_until
+from tests.helpers.hostquirks import hugetlb_off_cgroup2
 from tests.helpers.leaks import find_leaks
 
 pytestmark = [pytest.mark.compat, pytest.mark.root, pytest.mark.xdist_group("cgroup-hugetlb")]
@@ -130,33 +131,12 @@ def runtime(request: pytest.FixtureRequest, busybox_rootfs: Path) -> Iterator[Ru
         rootfs = d / "rootfs"
         shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
         rt = Runtime(name, exe, d, rootfs)
-        with _hugetlb_off_cgroup2(d) if name == "crun" else contextlib.nullcontext():
+        with hugetlb_off_cgroup2(d) if name == "crun" else contextlib.nullcontext():
             if name == "crun":
                 r = rt("run", "--bundle", rt.bundle(["true"]), unique_id("probe"))
                 if r.returncode != 0:
                     pytest.skip(f"crun cannot run containers on this host: {r.stderr.strip() or r}")
             yield rt
-
-
-@contextlib.contextmanager
-def _hugetlb_off_cgroup2(d: Path) -> Iterator[None]:
-    """crun refuses a hybrid host whose cgroup2 mount carries a controller (here: hugetlb). Mounting that
-    controller as a v1 hierarchy moves it off cgroup2; unmounting the emptied hierarchy moves it back.
-    The whole module runs in one xdist group with the one test that needs hugetlb on cgroup2."""
-    unified = Path("/sys/fs/cgroup/unified/cgroup.controllers")
-    moved = [c for c in (unified.read_text().split() if unified.exists() else []) if c == "hugetlb"]
-    mnt = d / "hugetlb-v1"
-    if moved:
-        mnt.mkdir()
-        subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(mnt)], check=True)
-    try:
-        yield
-    finally:
-        if moved:
-            for sub in sorted((p for p in mnt.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                sub.rmdir()
-            subprocess.run(["umount", str(mnt)], check=True)
-            wait_until(lambda: "hugetlb" in unified.read_text().split(), 10, "hugetlb to return to cgroup2")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,37 @@
+"""Work-arounds for this kind of host that tests and benchmarks share, each undone on exit."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+UNIFIED_CONTROLLERS = Path("/sys/fs/cgroup/unified/cgroup.controllers")
+
+
+@contextlib.contextmanager
+def hugetlb_off_cgroup2(workdir: Path) -> Iterator[None]:
+    """crun refuses a hybrid host whose cgroup2 mount carries a controller (here: hugetlb). Mounting that
+    controller as a v1 hierarchy moves it off cgroup2; unmounting the emptied hierarchy moves it back.
+    Host-wide: callers keep anything that needs hugetlb on cgroup2 from running meanwhile."""
+    on_cgroup2 = UNIFIED_CONTROLLERS.exists() and "hugetlb" in UNIFIED_CONTROLLERS.read_text().split()
+    mnt = workdir / "hugetlb-v1"
+    if on_cgroup2:
+        mnt.mkdir()
+        subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(mnt)], check=True)
+    try:
+        yield
+    finally:
+        if on_cgroup2:
+            for sub in sorted((p for p in mnt.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                sub.rmdir()
+            subprocess.run(["umount", str(mnt)], check=True)
+            deadline = time.monotonic() + 10
+            while "hugetlb" not in UNIFIED_CONTROLLERS.read_text().split():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "hugetlb did not return to cgroup2 after its v1 hierarchy was unmounted"
+                    )
+                time.sleep(0.05)
