@@ -167,12 +167,34 @@ def test_skopeo_push_pallet_pull(
 
     again = pallet.ok("pull", f"{plain.host}/rt/bb:latest")
     assert f"Status: Image is up to date for {plain.host}/rt/bb:latest" in again
+    for digest in layout.layer_digests:
+        assert f"{digest[7:19]}: Already exists" in again
     assert pallet.ok("pull", "-q", f"{plain.host}/rt/bb:latest") == f"{plain.host}/rt/bb:latest\n"
 
     # by digest: no tag is made, the image is the same
     out = pallet.ok("pull", f"{plain.host}/rt/bb@{layout.manifest_digest}")
     assert f"{layout.manifest_digest}: Pulling from rt/bb" in out
     assert pallet.inspect(f"{plain.host}/rt/bb@{layout.manifest_digest}")["Id"] == layout.config_digest
+
+
+def test_concurrent_pulls_share_one_store(plain: Registry, pallet: Pallet, workdir: Path) -> None:
+    layout = make_layout(workdir, "conc", b"", n=3)
+    skopeo_push(layout, f"{plain.host}/rt/conc:v1")
+    procs = [
+        subprocess.Popen(
+            [str(PALLET), "--root", str(pallet.root), "pull", "-q", f"{plain.host}/rt/conc:v1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=pallet.env,
+        )
+        for _ in range(3)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert pallet.ok("images", "-q", "--no-trunc").split() == [layout.config_digest]
+    assert pallet.ingests() == []
 
 
 def test_index_platform_selection(plain: Registry, pallet: Pallet, workdir: Path) -> None:

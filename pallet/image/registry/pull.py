@@ -1,6 +1,6 @@
 """``pull``: resolve a reference on its registry, fetch the manifest (choosing a platform from an
-index), download the config and the layers concurrently into the content store, then record and
-unpack the image and tag it.
+index), download the config, then the layers concurrently into the content store while unpacking
+each in order as soon as it is in, and last record the image and tag it.
 
 Every blob goes through the content store's ingest, named by its digest, hashed as it streams and
 committed only when digest and size match the manifest: a tampered blob never lands. A download cut
