@@ -95,6 +95,12 @@ def validate(spec: Any) -> None:
         _opt(m, "type", f + ".", str, "a string")
         if m.get("options") is not None:
             _str_list(m["options"], f + ".options")
+        for key in ("uidMappings", "gidMappings"):
+            validate_mappings(_opt(m, key, f + ".", list, "a list") or [], f"{f}.{key}")
+        if bool(m.get("uidMappings")) != bool(m.get("gidMappings")):
+            raise InvalidArgument(
+                f"config.json: {f}: an idmapped mount needs both uidMappings and gidMappings"
+            )
     hooks = _opt(spec, "hooks", "", dict, "an object") or {}
     for kind, entries in hooks.items():
         if kind not in HOOK_KINDS:
@@ -162,6 +168,26 @@ def _validate_process(proc: Any, p: str) -> None:
         _expect(r.get("soft"), f + ".soft", int, "an integer")
 
 
+def validate_mappings(maps: list[Any], field: str) -> None:
+    """uid/gid mappings: whole numbers in range, a positive size, and no two ranges overlapping on either
+    side (the kernel would refuse the map half-way, after the container was partly made)."""
+    ranges: list[tuple[int, int, int, int]] = []
+    for i, m in enumerate(maps):
+        f = f"{field}[{i}]"
+        _expect(m, f, dict, "an object")
+        for k in ("containerID", "hostID", "size"):
+            v = _expect(m.get(k), f"{f}.{k}", int, "an integer")
+            if not 0 <= v < 1 << 32 or (k == "size" and v == 0):
+                raise InvalidArgument(f"config.json: {f}.{k}: out of range ({v})")
+        if m["containerID"] + m["size"] > 1 << 32 or m["hostID"] + m["size"] > 1 << 32:
+            raise InvalidArgument(f"config.json: {f}: range ends past 4294967295")
+        ranges.append((i, m["containerID"], m["hostID"], m["size"]))
+    for a, ca, ha, sa in ranges:
+        for b, cb, hb, sb in ranges:
+            if a < b and (ca < cb + sb and cb < ca + sa or ha < hb + sb and hb < ha + sa):
+                raise InvalidArgument(f"config.json: {field}[{b}]: overlaps {field}[{a}]")
+
+
 def _validate_linux(linux: dict[str, Any]) -> None:
     seen: set[str] = set()
     for i, ns in enumerate(_opt(linux, "namespaces", "linux.", list, "a list") or []):
@@ -180,11 +206,7 @@ def _validate_linux(linux: dict[str, Any]) -> None:
         if path is not None and path and not os.path.isabs(path):
             raise InvalidArgument(f"config.json: {f}.path: must be absolute, got {path!r}")
     for key in ("uidMappings", "gidMappings"):
-        for i, m in enumerate(_opt(linux, key, "linux.", list, "a list") or []):
-            f = f"linux.{key}[{i}]"
-            _expect(m, f, dict, "an object")
-            for k in ("containerID", "hostID", "size"):
-                _expect(m.get(k), f"{f}.{k}", int, "an integer")
+        validate_mappings(_opt(linux, key, "linux.", list, "a list") or [], f"linux.{key}")
     for i, d in enumerate(_opt(linux, "devices", "linux.", list, "a list") or []):
         f = f"linux.devices[{i}]"
         _expect(d, f, dict, "an object")

@@ -21,13 +21,15 @@ import sys
 import termios
 
 from pallet.linux import syscalls as s
-from pallet.runtime import process, seccomp, sync
+from pallet.runtime import process, sync
 from pallet.runtime.rootfs import RootfsBuilder
 
 # typing and socket.py cost the init milliseconds at every start: annotations only
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from pallet.runtime.seccomp import Compiled
 
 NS_FLAGS = {
     "user": s.CLONE_NEWUSER, "mount": s.CLONE_NEWNS, "pid": s.CLONE_NEWPID, "network": s.CLONE_NEWNET,
@@ -84,19 +86,23 @@ def _join(sysc: Any, ns_type: str, path: str) -> None:
         os.close(fd)
 
 
-def _compile_seccomp(boot: dict[str, Any]) -> seccomp.Compiled | None:
+def _compile_seccomp(boot: dict[str, Any]) -> Compiled | None:
     """The filter, compiled while the host's libseccomp is in reach (before namespaces and pivot_root)."""
     if boot["mode"] == "exec":
         cfg = boot.get("seccomp")
     else:
         cfg = (boot["spec"].get("linux") or {}).get("seccomp")
-    return seccomp.compile_filter(cfg) if cfg else None
+    if not cfg:
+        return None
+    from pallet.runtime import seccomp  # only with a profile; like every import, before pivot_root
+
+    return seccomp.compile_filter(cfg)
 
 
-def stage1(sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: seccomp.Compiled | None) -> None:
+def stage1(sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: Compiled | None) -> None:
     mode = boot["mode"]
     if filt is not None and mode == "exec":
-        seccomp.connect_listener(filt)  # before joining the mount namespace: listenerPath is a host path
+        filt.connect_listener()  # before joining the mount namespace: listenerPath is a host path
     if mode == "exec":
         # the target's namespaces, each compared with ours so an unshared one is not re-entered needlessly
         target = boot["target_pid"]
@@ -195,14 +201,14 @@ def _setup_console(sysc: Any, sock: _socket.socket, proc: dict[str, Any]) -> Non
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def _seccomp_loader(sysc: Any, filt: seccomp.Compiled | None, state: dict[str, Any] | None, pid: int) -> Any:
+def _seccomp_loader(sysc: Any, filt: Compiled | None, state: dict[str, Any] | None, pid: int) -> Any:
     if filt is None:
         return None
-    return lambda: seccomp.load(sysc, filt, state, pid)
+    return lambda: filt.load(sysc, state, pid)
 
 
 def stage2_create(
-    sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: seccomp.Compiled | None, host_pid: int
+    sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: Compiled | None, host_pid: int
 ) -> None:
     spec = boot["spec"]
     spec["_bundle"] = boot["bundle"]
@@ -220,7 +226,7 @@ def stage2_create(
 
         hooks.run_all(boot["create_container_hooks"], msg["state"], "createContainer")
     if filt is not None:
-        seccomp.connect_listener(filt)  # listenerPath is a host path: reach it before pivot_root
+        filt.connect_listener()  # listenerPath is a host path: reach it before pivot_root
     if "mount" in ns:
         builder.pivot(boot.get("no_pivot", False))
         builder.finish()
@@ -287,7 +293,7 @@ def _run_start_container_hooks(hooks: list[dict[str, Any]], state_json: str) -> 
 
 
 def stage2_exec(
-    sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: seccomp.Compiled | None, host_pid: int
+    sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: Compiled | None, host_pid: int
 ) -> None:
     proc = boot["process"]
     os.setsid()

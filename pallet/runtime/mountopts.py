@@ -33,6 +33,33 @@ PROPAGATION: dict[str, int] = {
 # options the runtime handles itself rather than passing to the kernel
 SPECIAL = {"tmpcopyup", "idmap", "ridmap", "recursive"}
 
+# recursive options -> (MOUNT_ATTR_* to set, MOUNT_ATTR_* to clear), applied to a whole mount tree with
+# mount_setattr(AT_RECURSIVE) (runc 1.1+, crun): mount(2) can only change one mount at a time
+_ATIME = s.MOUNT_ATTR__ATIME
+RECURSIVE: dict[str, tuple[int, int]] = {
+    "rro": (s.MOUNT_ATTR_RDONLY, 0), "rrw": (0, s.MOUNT_ATTR_RDONLY),
+    "rnosuid": (s.MOUNT_ATTR_NOSUID, 0), "rsuid": (0, s.MOUNT_ATTR_NOSUID),
+    "rnodev": (s.MOUNT_ATTR_NODEV, 0), "rdev": (0, s.MOUNT_ATTR_NODEV),
+    "rnoexec": (s.MOUNT_ATTR_NOEXEC, 0), "rexec": (0, s.MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (s.MOUNT_ATTR_NODIRATIME, 0), "rdiratime": (0, s.MOUNT_ATTR_NODIRATIME),
+    "rrelatime": (s.MOUNT_ATTR_RELATIME, _ATIME), "rnorelatime": (0, 0),
+    "rnoatime": (s.MOUNT_ATTR_NOATIME, _ATIME), "ratime": (0, 0),
+    "rstrictatime": (s.MOUNT_ATTR_STRICTATIME, _ATIME), "rnostrictatime": (0, 0),
+    "rnosymfollow": (s.MOUNT_ATTR_NOSYMFOLLOW, 0), "rsymfollow": (0, s.MOUNT_ATTR_NOSYMFOLLOW),
+}  # fmt: skip
+
+
+def recursive(options: list[str]) -> tuple[int, int]:
+    """(attr_set, attr_clr) for mount_setattr from the r-prefixed options, later ones winning."""
+    on = off = 0
+    for opt in options:
+        if opt in RECURSIVE:
+            a, b = RECURSIVE[opt]
+            on = (on & ~b) | a
+            # an atime mode is set by clearing the whole _ATIME field (mount_setattr(2)) and naming one
+            off = off | b if b == _ATIME else (off & ~a) | b
+    return on, off
+
 
 def parse(options: list[str]) -> tuple[int, list[int], str]:
     """(mount flags, propagation flags in order, data string for the filesystem)."""
@@ -46,7 +73,7 @@ def parse(options: list[str]) -> tuple[int, list[int], str]:
         elif opt in PROPAGATION:
             propagation.append(PROPAGATION[opt])
         elif opt in SPECIAL or opt.startswith("r") and opt[1:] in FLAGS and opt not in ("rw", "ro", "rbind"):
-            continue  # recursive mount_setattr flags (rro, rnosuid, ...) and idmap: not applied here
+            continue  # recursive mount_setattr flags (rro, rnosuid, ...; see recursive()) and idmap
         else:
             data.append(opt)
     return flags, propagation, ",".join(data)

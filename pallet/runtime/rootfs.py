@@ -3,8 +3,10 @@
 Every mount destination is resolved inside the rootfs with symlinks evaluated relative to it and
 `..` clamped at its root (runc's securejoin), then opened O_PATH and checked once more before
 mounting onto /proc/self/fd/N, so a symlink swapped in between cannot redirect the mount
-(CVE-2021-30465). proc and sysfs may only be mounted on real directories (CVE-2019-16884,
-CVE-2023-27561).
+(CVE-2021-30465). proc and sysfs may only be mounted on real directories, judged by the destination
+as written, before any symlink is followed (CVE-2019-16884, CVE-2023-27561, CVE-2023-28642); nothing
+but a proc filesystem may cover /proc, and nothing inside it but the files lxcfs emulates, so the
+AppArmor and LSM attributes under /proc/self/attr always reach the kernel.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ DEFAULT_DEVICES = [
     {"path": "/dev/tty", "type": "c", "major": 5, "minor": 0, "fileMode": 0o666},
 ]
 _MAX_SYMLINKS = 255
+# what may be mounted inside /proc: the files lxcfs emulates (the same list as runc's checkProcMount)
+LXCFS_PROC_FILES = frozenset(
+    ["/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps", "/proc/uptime",
+     "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev", "/proc/sys/kernel/ns_last_pid"]
+)  # fmt: skip
 
 
 class RootfsError(Exception):
@@ -97,6 +104,36 @@ def _make_target(path: str, is_dir: bool) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         if not os.path.lexists(path):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+
+def _userns_with_maps(sys: Any, uids: list[dict[str, int]], gids: list[dict[str, int]]) -> int:
+    """An fd of a new user namespace with these maps: a child unshares it, we write its maps and keep
+    /proc/CHILD/ns/user open, then the child exits (the namespace lives on through the fd)."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # after fork, nothing clever
+        try:
+            os.close(ready_r)
+            os.close(go_w)
+            sys.unshare(s.CLONE_NEWUSER)
+            os.write(ready_w, b"1")
+            os.read(go_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(go_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise RootfsError("idmapped mount: could not create a user namespace for the mapping")
+        for kind, maps in (("uid", uids), ("gid", gids)):
+            with open(f"/proc/{pid}/{kind}_map", "w") as f:
+                f.write("".join(f"{x['containerID']} {x['hostID']} {x['size']}\n" for x in maps))
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(go_w)
+        os.waitpid(pid, 0)
 
 
 class RootfsBuilder:
@@ -169,6 +206,7 @@ class RootfsBuilder:
                     f"mount destination {dest} of a {typ} mount must be a directory, not a symlink or file"
                 )
         target = secure_join(self.rootfs, dest)
+        self._check_proc_destination(dest, target, typ)
         if typ == "cgroup":
             return self._mount_cgroup(target, flags)
         if is_bind:
@@ -179,7 +217,9 @@ class RootfsBuilder:
         else:
             _make_target(target, True)
         with _checked_path(self.rootfs, target) as at:
-            if is_bind:
+            if is_bind and (m.get("uidMappings") or {"idmap", "ridmap"} & set(options)):
+                self._idmapped_bind(src, at, m, options, bool(flags & s.MS_REC))
+            elif is_bind:
                 self.sys.mount(src, at, None, s.MS_BIND | (flags & s.MS_REC))
             else:
                 try:
@@ -199,6 +239,62 @@ class RootfsBuilder:
                 self._remount(at, flags & ~s.MS_REC | s.MS_BIND)
             for p in propagation:
                 self.sys.mount(None, at, None, p)
+            attr_set, attr_clr = mountopts.recursive(options)
+            if attr_set or attr_clr:
+                # rro, rnosuid, ...: the whole tree under the mount at once (mount_setattr(2), Linux 5.12)
+                self.sys.mount_setattr(s.AT_FDCWD, at, s.AT_RECURSIVE, attr_set, attr_clr)
+
+    def _check_proc_destination(self, dest: str, target: str, typ: str) -> None:
+        """Only proc on /proc, and inside /proc only lxcfs's files (runc's checkProcMount): a mount that
+        covers /proc/self/attr would swallow the LSM profile written there (CVE-2019-16884)."""
+        proc = os.path.join(self.rootfs, "proc")
+        if not _within(proc, target):
+            return
+        inside = "/proc" + target[len(proc) :]
+        if inside == "/proc":
+            if typ == "proc":
+                return
+            raise RootfsError(f"mount destination {dest}: only a proc filesystem may be mounted on /proc")
+        if inside not in LXCFS_PROC_FILES:
+            raise RootfsError(
+                f"mount destination {dest}: resolves to {inside}, inside /proc, which is refused"
+            )
+
+    def _idmapped_bind(self, src: str, at: str, m: dict[str, Any], options: list[str], rec: bool) -> None:
+        """A bind mount whose files' owners are shifted by uidMappings/gidMappings: open_tree a detached
+        copy, mount_setattr(MOUNT_ATTR_IDMAP) with a user namespace holding the maps, move_mount it."""
+        uids = m.get("uidMappings") or self.linux.get("uidMappings")
+        gids = m.get("gidMappings") or self.linux.get("gidMappings")
+        if not uids or not gids:
+            raise RootfsError(f"idmapped mount on {m['destination']}: no uidMappings/gidMappings to apply")
+        ns_fd = _userns_with_maps(self.sys, uids, gids)
+        try:
+            tree = self.sys.open_tree(
+                s.AT_FDCWD, src, s.OPEN_TREE_CLONE | s.OPEN_TREE_CLOEXEC | (s.AT_RECURSIVE if rec else 0)
+            )
+        except OSError as e:
+            os.close(ns_fd)
+            if e.errno == errno.ENOSYS:
+                raise RootfsError("idmapped mounts need Linux 5.12 or later (no open_tree here)") from e
+            raise
+        try:
+            try:
+                self.sys.mount_setattr(
+                    tree, "", s.AT_EMPTY_PATH | (s.AT_RECURSIVE if "ridmap" in options else 0),
+                    s.MOUNT_ATTR_IDMAP, 0, 0, ns_fd,
+                )  # fmt: skip
+            except OSError as e:
+                if e.errno in (errno.EINVAL, errno.EPERM, errno.ENOSYS):
+                    raise RootfsError(
+                        f"idmapped mount of {src} on {m['destination']}: not supported for this filesystem "
+                        f"or kernel ({os.strerror(e.errno)})"
+                    ) from e
+                raise
+            to_fd = int(at.rsplit("/", 1)[1])
+            self.sys.move_mount(tree, "", to_fd, "", s.MOVE_MOUNT_F_EMPTY_PATH | s.MOVE_MOUNT_T_EMPTY_PATH)
+        finally:
+            os.close(tree)
+            os.close(ns_fd)
 
     def _remount(self, at: str, flags: int) -> None:
         """Remount keeping the locked flags the kernel insists on (nodev/nosuid/noexec set by a userns)."""
@@ -222,6 +318,10 @@ class RootfsBuilder:
         """cgroup2 on a unified host; on v1, a tmpfs holding a bind of the container's cgroup a hierarchy."""
         _make_target(target, True)
         unified = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        # a hierarchy that is not the container's own (rootless without delegation, or no cgroupsPath)
+        # is only ever shown read-only: writing there would reach the host's cgroups (CVE-2023-25809)
+        if unified and "cgroup" not in self.ns_types and "" not in self.cgroup_paths:
+            flags |= s.MS_RDONLY
         with _checked_path(self.rootfs, target) as at:
             if unified and "cgroup" in self.ns_types:
                 self.sys.mount("cgroup", at, "cgroup2", flags & ~s.MS_BIND)
@@ -238,7 +338,8 @@ class RootfsBuilder:
                 sub = os.path.join(target, name)
                 os.mkdir(sub)
                 self.sys.mount(host_dir, sub, None, s.MS_BIND | s.MS_REC)
-                self._remount(sub, (flags & s.MS_RDONLY) | s.MS_BIND | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC)
+                ro = s.MS_RDONLY if name not in self.cgroup_paths else flags & s.MS_RDONLY  # CVE-2023-25809
+                self._remount(sub, ro | s.MS_BIND | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC)
         if unified or flags & s.MS_RDONLY:
             with _checked_path(self.rootfs, target) as at:
                 self._remount(

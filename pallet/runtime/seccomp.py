@@ -21,14 +21,16 @@ which is how runc treats them; conditions on distinct arguments are ANDed in one
 from __future__ import annotations
 
 import errno
-import json
 import os
-import socket
-from dataclasses import dataclass
-from typing import Any
 
 from pallet.linux import seccomp as lsc
 from pallet.linux import syscalls as s
+
+# the init imports this module at every start: json and socket.py only when a listener is used, typing
+# only for annotations (see init.py)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _ACTIONS = {
     "SCMP_ACT_KILL": lsc.ACT_KILL_THREAD,
@@ -63,15 +65,64 @@ class SeccompError(Exception):
     pass
 
 
-@dataclass
 class Compiled:
     """A filter ready for seccomp(2), made before fork/pivot and carried to the last step."""
 
-    program: bytes
-    flags: int
-    listener_path: str = ""
-    listener_metadata: str = ""
-    listener_fd: int = -1  # connected before pivot_root when the profile uses SCMP_ACT_NOTIFY
+    __slots__ = ("program", "flags", "listener_path", "listener_metadata", "listener_fd")
+
+    def __init__(
+        self, program: bytes, flags: int, listener_path: str = "", listener_metadata: str = ""
+    ) -> None:
+        self.program = program
+        self.flags = flags
+        self.listener_path = listener_path
+        self.listener_metadata = listener_metadata
+        self.listener_fd = -1  # connected before pivot_root when the profile uses SCMP_ACT_NOTIFY
+
+    def connect_listener(self) -> None:
+        """Connect to the notify agent now, while listenerPath (a host path) is still reachable."""
+        if not self.listener_path:
+            return
+        # imported here, before pivot_root, so that load() finds them in sys.modules afterwards
+        import json  # noqa: F401
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(self.listener_path)
+        except OSError as e:
+            sock.close()
+            raise SeccompError(f"linux.seccomp.listenerPath {self.listener_path}: {e.strerror}") from None
+        self.listener_fd = sock.detach()
+
+    def load(self, sysc: Any, state: dict[str, Any] | None, pid: int) -> None:
+        """Install the filter on this thread; hand the notify fd to the agent if there is one."""
+        try:
+            fd = sysc.seccomp_set_filter(self.flags, self.program)
+        except OSError as e:
+            raise SeccompError(f"linux.seccomp: cannot load the filter: {e.strerror}") from e
+        if self.listener_fd < 0:
+            return
+        import json  # both already loaded by connect_listener, before pivot_root
+        import socket
+
+        # runc's ContainerProcessState (runtime-spec config-linux.md, "seccomp listener")
+        msg = {
+            "ociVersion": (state or {}).get("ociVersion", "1.2.0"),
+            "fds": ["seccompFd"],
+            "pid": pid,
+            "metadata": self.listener_metadata,
+            "state": state or {},
+        }
+        sock = socket.socket(fileno=self.listener_fd)
+        try:
+            socket.send_fds(sock, [json.dumps(msg).encode()], [fd])
+        except OSError as e:
+            raise SeccompError(f"linux.seccomp.listenerPath {self.listener_path}: {e.strerror}") from e
+        finally:
+            sock.close()
+            os.close(fd)
+            self.listener_fd = -1
 
 
 def _action(name: str, errno_ret: int | None) -> int:
@@ -140,43 +191,3 @@ def compile_filter(cfg: dict[str, Any], lib: lsc.Libseccomp | None = None) -> Co
         )
     finally:
         lib.release(ctx)
-
-
-def connect_listener(compiled: Compiled) -> None:
-    """Connect to the notify agent now, while listenerPath (a host path) is still reachable."""
-    if not compiled.listener_path:
-        return
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        sock.connect(compiled.listener_path)
-    except OSError as e:
-        sock.close()
-        raise SeccompError(f"linux.seccomp.listenerPath {compiled.listener_path}: {e.strerror}") from None
-    compiled.listener_fd = sock.detach()
-
-
-def load(sysc: Any, compiled: Compiled, state: dict[str, Any] | None, pid: int) -> None:
-    """Install the filter on this thread; hand the notify fd to the agent if there is one."""
-    try:
-        fd = sysc.seccomp_set_filter(compiled.flags, compiled.program)
-    except OSError as e:
-        raise SeccompError(f"linux.seccomp: cannot load the filter: {e.strerror}") from e
-    if compiled.listener_fd < 0:
-        return
-    # runc's ContainerProcessState (runtime-spec config-linux.md, "seccomp listener")
-    msg = {
-        "ociVersion": (state or {}).get("ociVersion", "1.2.0"),
-        "fds": ["seccompFd"],
-        "pid": pid,
-        "metadata": compiled.listener_metadata,
-        "state": state or {},
-    }
-    sock = socket.socket(fileno=compiled.listener_fd)
-    try:
-        socket.send_fds(sock, [json.dumps(msg).encode()], [fd])
-    except OSError as e:
-        raise SeccompError(f"linux.seccomp.listenerPath {compiled.listener_path}: {e.strerror}") from e
-    finally:
-        sock.close()
-        os.close(fd)
-        compiled.listener_fd = -1
