@@ -221,9 +221,10 @@ def build_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
             and mode not in ("private", "shareable")
         ):
             raise InvalidArgument(f"invalid {key.replace('Mode', '').upper()} mode: {mode}")
-    if args.stop_signal:
-        from pallet.engine.spec import parse_signal
+    from pallet.engine.spec import capabilities, parse_signal
 
+    capabilities(args.cap_add, args.cap_drop, args.privileged)  # refused at create, as docker does
+    if args.stop_signal:
         parse_signal(args.stop_signal)
     return cfg, host
 
@@ -269,7 +270,7 @@ def _start_attached(eng: Any, rec: Any, stdin: bool, tty: bool) -> int:
     rec, sync = eng.start(rec.id, attach_wait=True)
     if sync < 0:
         raise InvalidArgument(f"container {rec.name} is already running")
-    s = attach.connect(eng.sock(rec.id), b'a{"stdin": %s}' % (b"true" if stdin else b"false"))
+    s = attach.connect(eng.sock(rec.id), attach.hello(stdin, tty))
     with s:
         eng.finish_start(rec, sync)
         code = attach.proxy(s, stdin, tty)
@@ -552,7 +553,7 @@ def cmd_attach(ctx: Any, args: argparse.Namespace) -> int:
         raise InvalidArgument("You cannot attach to a stopped container, start it first")
     cfg = rec.config["Config"]
     stdin = bool(cfg.get("OpenStdin")) and not args.no_stdin
-    s = attach.connect(eng.sock(rec.id), b'a{"stdin": %s}' % (b"true" if stdin else b"false"))
+    s = attach.connect(eng.sock(rec.id), attach.hello(stdin, bool(cfg.get("Tty"))))
     with s:
         code = attach.proxy(s, stdin, bool(cfg.get("Tty")))
     return 0 if code is None else code

@@ -289,6 +289,31 @@ def cmd_import(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+_IMAGE_CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels", "Volumes", "StopSignal")
+
+
+# what the engine mounts over a container's root, as docker's init layer: never part of its changes
+_MOUNTPOINTS = frozenset({"etc/hostname", "etc/hosts", "etc/resolv.conf", "sbin/docker-init"})
+
+
+def _snapshot_of(ctx: Any, name: str) -> tuple[str, dict[str, Any] | None]:
+    """A container (by name or id) gives its writable snapshot and its config; else ``name`` is a key."""
+    db = ctx.root / "engine" / "containers.db"
+    if db.exists():
+        from pallet.engine.store import ContainerStore
+
+        store = ContainerStore(db)
+        try:
+            rec = store.get(name)
+        except PalletError:
+            return name, None
+        finally:
+            store.close()
+        cfg = rec.config["Config"]
+        return rec.id, {k: cfg[k] for k in _IMAGE_CONFIG_KEYS if cfg.get(k)}
+    return name, None
+
+
 def cmd_export(ctx: Any, args: argparse.Namespace) -> int:
     from pallet.image.rootfs import export
 
@@ -296,13 +321,13 @@ def cmd_export(ctx: Any, args: argparse.Namespace) -> int:
         if sys.stdout.isatty():
             raise InvalidArgument("cowardly refusing to save to a terminal. Use the -o flag or redirect")
         sys.stdout.flush()
-        export(ctx.images, args.snapshot, sys.stdout.buffer)
+        export(ctx.images, _snapshot_of(ctx, args.snapshot)[0], sys.stdout.buffer)
         return 0
     out = Path(args.output)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         with open(tmp, "wb") as f:
-            export(ctx.images, args.snapshot, f)
+            export(ctx.images, _snapshot_of(ctx, args.snapshot)[0], f)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -312,8 +337,16 @@ def cmd_export(ctx: Any, args: argparse.Namespace) -> int:
 def cmd_commit(ctx: Any, args: argparse.Namespace) -> int:
     from pallet.image.rootfs import commit
 
+    key, config = _snapshot_of(ctx, args.snapshot)
     image = commit(
-        ctx.images, args.snapshot, args.reference, args.message or "", args.author or "", args.change
+        ctx.images,
+        key,
+        args.reference,
+        args.message or "",
+        args.author or "",
+        args.change,
+        config,
+        _MOUNTPOINTS if config is not None else frozenset(),
     )
     print(image.id)
     return 0
@@ -322,7 +355,8 @@ def cmd_commit(ctx: Any, args: argparse.Namespace) -> int:
 def cmd_diff(ctx: Any, args: argparse.Namespace) -> int:
     from pallet.image.rootfs import diff
 
-    for kind, path in diff(ctx.images, args.snapshot):
+    key, config = _snapshot_of(ctx, args.snapshot)
+    for kind, path in diff(ctx.images, key, _MOUNTPOINTS if config is not None else frozenset()):
         print(f"{kind} {path}")
     return 0
 
@@ -529,17 +563,17 @@ def register(sub: Any) -> None:
     sp.add_argument("--format")
     sp.add_argument("image")
 
-    p = _verb(sub, "export", cmd_export, "export a snapshot's filesystem as a tar archive")
+    p = _verb(sub, "export", cmd_export, "export a container's (or a snapshot's) filesystem as a tar archive")
     p.add_argument("-o", "--output", help="write to a file, not stdout")
-    p.add_argument("snapshot", metavar="SNAPSHOT")
-    p = _verb(sub, "commit", cmd_commit, "create a new image from a snapshot's changes")
+    p.add_argument("snapshot", metavar="CONTAINER")
+    p = _verb(sub, "commit", cmd_commit, "create a new image from a container's (or a snapshot's) changes")
     p.add_argument("-a", "--author")
     p.add_argument("-m", "--message")
     p.add_argument("-c", "--change", action="append", default=[])
-    p.add_argument("snapshot", metavar="SNAPSHOT")
+    p.add_argument("snapshot", metavar="CONTAINER")
     p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
-    p = _verb(sub, "diff", cmd_diff, "list the changes in a snapshot")
-    p.add_argument("snapshot", metavar="SNAPSHOT")
+    p = _verb(sub, "diff", cmd_diff, "list the changes in a container's (or a snapshot's) filesystem")
+    p.add_argument("snapshot", metavar="CONTAINER")
 
     system = sub.add_parser("system", help="manage pallet")
     system.set_defaults(help_parser=system)

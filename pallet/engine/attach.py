@@ -76,10 +76,6 @@ def proxy(s: socket.socket, stdin: bool, tty: bool) -> int | None:
     in_fd = sys.stdin.fileno() if stdin else -1
     if in_fd >= 0:
         sel.register(in_fd, selectors.EVENT_READ, "stdin")
-        if tty:
-            size = terminal_size(in_fd)
-            if size:
-                s.send(b"z%d %d" % size)
     s.settimeout(None)
     prev = b""
     with raw_terminal(in_fd) if tty and in_fd >= 0 else contextlib.nullcontext():
@@ -106,6 +102,15 @@ def proxy(s: socket.socket, stdin: bool, tty: bool) -> int | None:
                     s.send(b"0" + data)
                     if not data:
                         sel.unregister(in_fd)
+
+
+def hello(stdin: bool, tty: bool) -> bytes:
+    """The attach request; on a tty it carries our window size, set before the process starts."""
+    req: dict[str, object] = {"stdin": stdin}
+    size = terminal_size(sys.stdin.fileno() if stdin else sys.stdout.fileno()) if tty else None
+    if size:
+        req["size"] = list(size)
+    return b"a" + json.dumps(req).encode()
 
 
 def stop_request(sig: int, timeout: float) -> bytes:

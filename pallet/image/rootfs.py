@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pallet.errors import InvalidArgument, NotFound
-from pallet.image.diff import dir_changes, write_tar
+from pallet.image.diff import Change, dir_changes, write_tar
 from pallet.image.images import IMAGE_LABEL, Image, Images, Lease, now_rfc3339
 from pallet.image.layers import compression_of, uncompressed_digest
 from pallet.image.mount import mounted
@@ -147,12 +147,17 @@ def commit(
     message: str = "",
     author: str = "",
     changes: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> Image:
-    """docker commit: the snapshot's changes (deletions as whiteouts) become a layer on its image."""
+    """docker commit: the snapshot's changes (deletions as whiteouts) become a layer on its image;
+    ``config`` (a container's) replaces the image's config, as docker commits a container's."""
     tags = [parse_tagged(tag)] if tag else []
     parent = _image_of(images, key)
-    cfg = apply_changes(parent.config.config if parent else {}, changes or [])
+    base = config if config is not None else (parent.config.config if parent else {})
+    cfg = apply_changes(base, changes or [])
     root, found = images.snapshots.changes(key)
+    found = _without(found, exclude)
     with images.lease() as lease:
         images.content.writer(f"commit-{key}").abort()  # never resume a half-written diff
         with images.content.writer(f"commit-{key}") as w:
@@ -167,10 +172,28 @@ def commit(
         return _record(images, lease, parent, layer, blob, history, cfg, tags)
 
 
-def diff(images: Images, key: str) -> list[tuple[str, str]]:
+def _without(found: list[Change], exclude: frozenset[str]) -> list[Change]:
+    """Changes less the ``exclude`` paths (a container's mountpoints: /etc/hosts, …, docker's init
+    layer) and the parent directories changed only by making them."""
+    if not exclude:
+        return found
+    kept = [c for c in found if c.path not in exclude]
+    mountpoint_dirs = {p.rsplit("/", 1)[0] for p in exclude if "/" in p}
+    return [
+        c
+        for c in kept
+        if not (
+            c.kind == "C"
+            and c.path in mountpoint_dirs
+            and not any(o.path.startswith(c.path + "/") for o in kept)
+        )
+    ]
+
+
+def diff(images: Images, key: str, exclude: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """docker diff: (A|C|D, /path) for each change in the snapshot."""
     _, found = images.snapshots.changes(key)
-    return [(c.kind, "/" + c.path) for c in found]
+    return [(c.kind, "/" + c.path) for c in _without(found, exclude)]
 
 
 def export(images: Images, key: str, out: BinaryIO) -> None:

@@ -59,13 +59,21 @@ class JsonLog:
         for line in lines:
             rec = {"log": line.decode("utf-8", "replace"), "stream": stream, "time": t}
             out.append(json.dumps(rec, separators=(",", ":")).encode() + b"\n")
-        if out:
-            blob = b"".join(out)
-            if self.max_size > 0 and self.size + len(blob) > self.max_size and self.size > 0:
+        batch: list[bytes] = []
+        for record in out:  # rotate between records, never inside one (as docker's json-file does)
+            if self.max_size > 0 and self.size + len(record) > self.max_size and self.size > 0:
+                self._write(batch)
+                batch = []
                 self._rotate()
-            os.write(self.fd, blob)
-            self.size += len(blob)
+            batch.append(record)
+            self.size += len(record)
+        self._write(batch)
         return out
+
+    def _write(self, batch: list[bytes]) -> None:
+        data = b"".join(batch)
+        while data:
+            data = data[os.write(self.fd, data) :]
 
     def _rotate(self) -> None:
         os.close(self.fd)
@@ -77,4 +85,4 @@ class JsonLog:
                 if os.path.exists(src):
                     os.replace(src, f"{self.path}.{i}")
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        self.size = 0
+        self.size = 0  # the caller counts the record that comes next

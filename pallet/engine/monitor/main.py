@@ -313,6 +313,11 @@ class Monitor:
                 timeout = max(0.0, min(self.deadlines.values()) - time.monotonic())
             for key, _ in self.sel.select(timeout):
                 what = key.data
+                # an earlier event of this batch (init's exit) may have closed this fd
+                if (what == "output" and key.fd not in self.outputs) or (
+                    what == "client" and key.fd not in self.clients
+                ):
+                    continue
                 if what == "listen":
                     self.accept()
                 elif what == "sigchld":
@@ -384,15 +389,15 @@ class Monitor:
         op, body = msg[:1], msg[1:]
         if op == b"0":
             self.stdin(body)
-        elif op == b"z" and self.pty is not None:
-            import fcntl
-            import struct
-            import termios
-
+        elif op == b"z":
             rows, cols = (int(x) for x in body.split())
-            fcntl.ioctl(self.pty, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            self.resize(rows, cols)
         elif op in (b"a", b"w", b"l"):
             c.kind = op.decode()
+            if op == b"a" and body:
+                size = json.loads(body).get("size")
+                if size:
+                    self.resize(int(size[0]), int(size[1]))
             if op == b"l":
                 c.send(b"O%d" % self.log.size)
             if self.init_pid == 0 and not self.deadlines.get("restart"):
@@ -414,6 +419,15 @@ class Monitor:
             self.manual_stop = True
             self.signal(int(body))
             self.drop(fd)
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self.pty is None:
+            return
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(self.pty, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     def stdin(self, data: bytes) -> None:
         target = self.pty if self.pty is not None else self.stdin_w
@@ -639,15 +653,19 @@ class Monitor:
             self.deadlines["health"] = time.monotonic() + hc["interval"]
 
 
-def _detach() -> None:
-    """Double fork: the CLI reaps the first child at once; the second leads its own session."""
+def _detach(errors: str) -> None:
+    """Double fork: the CLI reaps the first child at once; the second leads its own session.
+    Its own stderr goes to ``errors``, so that a monitor that dies leaves its reason behind."""
     if os.fork() > 0:
         os._exit(0)
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
+    for fd in (0, 1):
         os.dup2(null, fd)
     os.close(null)
+    err = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(err, 2)
+    os.close(err)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -658,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(argv[0]) as f:
         cfg = json.load(f)
     sync_fd = int(argv[1])
-    _detach()
+    _detach(os.path.join(os.path.dirname(cfg["sock"]), "monitor.err"))
     from pallet.linux import syscalls
 
     syscalls.default().prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)

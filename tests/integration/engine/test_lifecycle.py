@@ -1,0 +1,253 @@
+"""Containers over time: stdin and ttys, logs -f, restart policies, health checks, --init, cp, commit,
+rm, ps/inspect, names and short ids, and containers that outlive a killed CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.engine.conftest import Pallet
+
+pytestmark = pytest.mark.root
+
+
+def wait_until(fn: object, timeout: float = 15.0) -> None:
+    """Test-side wait for an asynchronous state (restart count, health) to show in inspect."""
+    deadline = time.monotonic() + timeout
+    while not fn():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.1)
+
+
+def inspect(p: Pallet, name: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(p("inspect", name).stdout)[0]  # type: ignore[no-any-return]
+
+
+def test_interactive_stdin(any_runtime: Pallet) -> None:
+    r = any_runtime.run("--rm", "-i", "busybox", "sh", "-c", "tr a-z A-Z; echo done", input="hello\nworld\n")
+    assert r.stdout == "HELLO\nWORLD\ndone\n"
+    # without -i the container's stdin is empty
+    r = any_runtime.run("--rm", "busybox", "sh", "-c", "cat; echo end", input="ignored\n")
+    assert r.stdout == "end\n"
+
+
+def test_tty(pallet: Pallet) -> None:
+    """run -t from a terminal: the process sees a tty of our size, output comes back, exit code too."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(
+            pallet.cmd()[0], pallet.cmd("run", "--rm", "-t", "busybox", "sh", "-c", "tty; stty size; exit 7")
+        )
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 77, 0, 0))
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 7
+    text = out.decode().replace("\r", "")
+    assert "/dev/pts/0" in text and "33 77" in text
+
+
+def test_logs_follow_and_rotation(pallet: Pallet) -> None:
+    name = pallet.name("logs")
+    pallet.run("-d", "--name", name, "--log-opt", "max-size=2k", "--log-opt", "max-file=2", "busybox", "sh", "-c",
+               "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done; sleep 60")  # fmt: skip
+    follower = subprocess.Popen(pallet.cmd("logs", "-f", name), stdout=subprocess.PIPE, text=True)
+    wait_until(lambda: "line-199" in pallet("logs", name).stdout)
+    log_path = Path(inspect(pallet, name)["LogPath"])
+    assert log_path.stat().st_size <= 2048
+    assert Path(str(log_path) + ".1").exists() and not Path(str(log_path) + ".2").exists()
+    pallet("kill", name)
+    out, _ = follower.communicate(timeout=20)
+    lines = out.splitlines()
+    assert lines[-1] == "line-199" and len(lines) == len(set(lines))  # rotation bounded it, no repeats
+    assert pallet("logs", "--tail", "2", name).stdout == "line-198\nline-199\n"
+    ts = pallet("logs", "-t", "--tail", "1", name).stdout
+    assert ts.endswith("Z line-199\n")
+
+
+def test_restart_policy(any_runtime: Pallet) -> None:
+    p = any_runtime
+    name = p.name("rp")
+    p.run("-d", "--name", name, "--restart", "on-failure:2", "busybox", "sh", "-c", "echo try; exit 4")
+    wait_until(lambda: inspect(p, name)["State"]["Status"] == "exited")
+    info = inspect(p, name)
+    assert info["RestartCount"] == 2 and info["State"]["ExitCode"] == 4
+    assert p("logs", name).stdout == "try\ntry\ntry\n"
+    # always: restarts after exit 0 too, until stop
+    name2 = p.name("always")
+    p.run("-d", "--name", name2, "--restart", "always", "busybox", "sh", "-c", "sleep 0.2")
+    wait_until(lambda: inspect(p, name2)["RestartCount"] >= 2)
+    p("stop", "-t", "1", name2)
+    count = inspect(p, name2)["RestartCount"]
+    assert inspect(p, name2)["State"]["Status"] == "exited"
+    time.sleep(0.5)
+    assert inspect(p, name2)["RestartCount"] == count  # a stopped container stays stopped
+
+
+def test_health(pallet: Pallet) -> None:
+    name = pallet.name("hc")
+    pallet.run("-d", "--name", name, "--health-cmd", "test -e /tmp/ok", "--health-interval", "200ms",
+               "--health-retries", "2", "--health-timeout", "2s", "busybox", "sleep", "60")  # fmt: skip
+    wait_until(lambda: inspect(pallet, name)["State"]["Health"]["Status"] == "unhealthy")
+    assert "(unhealthy)" in pallet("ps", "--filter", f"name={name}").stdout
+    assert pallet("ps", "-q", "--filter", "health=unhealthy").stdout.strip()
+    pallet("exec", name, "touch", "/tmp/ok")
+    wait_until(lambda: inspect(pallet, name)["State"]["Health"]["Status"] == "healthy")
+    health = inspect(pallet, name)["State"]["Health"]
+    assert health["FailingStreak"] == 0 and health["Log"][-1]["ExitCode"] == 0
+    pallet("rm", "-f", name)
+
+
+def test_init_reaps_and_forwards(any_runtime: Pallet) -> None:
+    p = any_runtime
+    name = p.name("init")
+    # sh's orphaned grandchildren get reparented to PID 1: with --init, tini reaps them
+    script = "trap 'echo got-term; exit 0' TERM; (sleep 0.1 &) ; sleep 0.5; ps -o stat,comm | grep -c '^Z' ; while true; do sleep 0.1; done"
+    p.run("-d", "--init", "--name", name, "busybox", "sh", "-c", script)
+    wait_until(lambda: len(p("logs", name).stdout.splitlines()) >= 1)
+    assert p("logs", name).stdout.splitlines()[0] == "0"  # no zombies
+    assert p("exec", name, "cat", "/proc/1/comm").stdout.strip() == "docker-init"
+    t0 = time.monotonic()
+    p("stop", name)  # TERM goes to tini, which forwards it to sh
+    assert time.monotonic() - t0 < 5
+    assert "got-term" in p("logs", name).stdout
+    assert inspect(p, name)["State"]["ExitCode"] == 0
+
+
+def test_cp_both_ways_and_commit(pallet: Pallet, workdir: Path) -> None:
+    name = pallet.name("cp")
+    pallet.run("-d", "--name", name, "busybox", "sleep", "60")
+    (workdir / "in.txt").write_text("from host\n")
+    pallet("cp", str(workdir / "in.txt"), f"{name}:/tmp/")
+    assert pallet("exec", name, "cat", "/tmp/in.txt").stdout == "from host\n"
+    pallet("exec", name, "sh", "-c", "mkdir /data && echo a > /data/a && ln -s /etc/passwd /data/link")
+    pallet("cp", f"{name}:/data", str(workdir / "out"))
+    assert (workdir / "out" / "a").read_text() == "a\n"
+    assert os.readlink(workdir / "out" / "link") == "/etc/passwd"  # links are copied, not followed
+    r = pallet("cp", f"{name}:/nonexistent", str(workdir), check=False)
+    assert r.returncode == 125 and "Could not find the file /nonexistent" in r.stderr
+    diff = pallet("diff", name).stdout.splitlines()
+    assert "A /tmp/in.txt" in diff and "A /data/a" in diff
+    assert not any("hostname" in d or "resolv" in d for d in diff)  # the engine's mountpoints are not changes
+    image = pallet("commit", name, f"{pallet.token}:v1").stdout.strip()
+    assert image.startswith("sha256:")
+    r = pallet.run("--rm", f"{pallet.token}:v1", "sh", "-c", "cat /tmp/in.txt /data/a")
+    assert r.stdout == "from host\na\n"
+    # a stopped container's files can be copied out too
+    pallet("stop", "-t", "0", name)
+    pallet("cp", f"{name}:/tmp/in.txt", str(workdir / "again.txt"))
+    assert (workdir / "again.txt").read_text() == "from host\n"
+
+
+def test_rm_force_and_volumes(pallet: Pallet) -> None:
+    name = pallet.name("rm")
+    cid = pallet.run("-d", "--name", name, "-v", "/vol", "busybox", "sleep", "60").stdout.strip()
+    r = pallet("rm", name, check=False)
+    assert r.returncode == 125
+    assert f'cannot remove container "/{name}": container is running' in r.stderr
+    assert inspect(pallet, name)["State"]["Running"]
+    vol = Path(inspect(pallet, name)["Mounts"][0]["Source"])
+    assert vol.is_dir()
+    pallet("exec", name, "sh", "-c", "echo kept > /vol/f")
+    assert (vol / "f").read_text() == "kept\n"
+    assert pallet("rm", "-f", "-v", cid[:8]).stdout.strip() == cid[:8]
+    assert not vol.parent.exists()
+    assert pallet("ps", "-aq").stdout == ""
+
+
+def test_ps_filters_format_names(pallet: Pallet) -> None:
+    a, b = pallet.name("a"), pallet.name("b")
+    ida = pallet.run("-d", "--name", a, "-l", "tier=web", "busybox", "sleep", "60").stdout.strip()
+    pallet("create", "--name", b, "busybox", "true")
+    assert pallet("ps", "-q").stdout.split() == [ida[:12]]
+    assert set(pallet("ps", "-aq").stdout.split()) == {ida[:12], inspect(pallet, b)["Id"][:12]}
+    assert pallet("ps", "-a", "--filter", "status=created", "--format", "{{.Names}}").stdout == f"{b}\n"
+    assert pallet("ps", "--filter", "label=tier=web", "--format", "{{.Names}}").stdout == f"{a}\n"
+    rows = [json.loads(line) for line in pallet("ps", "-a", "--format", "{{json .}}").stdout.splitlines()]
+    assert {r["Names"] for r in rows} == {a, b}
+    table = pallet("ps", "--format", "table {{.ID}}\\t{{.Names}}").stdout.splitlines()
+    assert table[0].split() == ["CONTAINER", "ID", "NAMES"] and table[1].split() == [ida[:12], a]
+    info = inspect(pallet, ida[:6])
+    assert info["Name"] == "/" + a and info["Config"]["Labels"] == {"tier": "web"}
+    assert info["Config"]["Hostname"] == ida[:12] and info["State"]["Pid"] > 0
+    assert pallet("inspect", "-f", "{{.State.Status}}", a).stdout == "running\n"
+    pallet("rename", a, a + "-new")
+    assert pallet("inspect", "-f", "{{.Name}}", ida).stdout == f"/{a}-new\n"
+    pallet("pause", ida[:12])
+    assert pallet("inspect", "-f", "{{.State.Status}}", ida).stdout == "paused\n"
+    pallet("unpause", ida[:12])
+    top = pallet("top", ida).stdout.splitlines()
+    assert top[0].split()[:2] == ["UID", "PID"] and "sleep 60" in top[1]
+    stats = pallet("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", ida).stdout
+    assert stats == f"{a}-new 1\n"
+    assert pallet("port", ida).stdout == ""
+    assert pallet("wait", b).stdout == "0\n"  # a created container's wait returns at once
+
+
+def test_start_wait_restart(pallet: Pallet) -> None:
+    name = pallet.name("sw")
+    pallet("create", "--name", name, "busybox", "sh", "-c", "echo run; exit 9")
+    assert pallet("start", "-a", name, check=False).returncode == 9
+    waiter = subprocess.Popen(pallet.cmd("wait", name), stdout=subprocess.PIPE, text=True)
+    pallet("start", name)
+    out, _ = waiter.communicate(timeout=20)
+    assert out == "9\n"
+    assert pallet("logs", name).stdout == "run\nrun\n"
+
+
+def test_survives_killed_cli(pallet: Pallet) -> None:
+    """Kill the CLI of a foreground run: the container lives on under its monitor, logs keep coming."""
+    name = pallet.name("orphan")
+    cli = subprocess.Popen(
+        pallet.cmd("run", "--name", name, "busybox", "sh", "-c", "echo a; sleep 1; echo b; sleep 60"),
+        stdout=subprocess.PIPE,
+    )
+    assert cli.stdout is not None and cli.stdout.readline() == b"a\n"
+    cli.send_signal(signal.SIGKILL)
+    cli.wait()
+    assert pallet("inspect", "-f", "{{.State.Status}}", name).stdout == "running\n"
+    wait_until(lambda: pallet("logs", name).stdout == "a\nb\n")
+    pallet("stop", "-t", "1", name)
+    assert pallet("inspect", "-f", "{{.State.ExitCode}}", name).stdout == "137\n"
+
+
+def test_dead_monitor_is_reported(pallet: Pallet) -> None:
+    name = pallet.name("mon")
+    pallet.run("-d", "--name", name, "busybox", "sleep", "60")
+    monitor = int(json.loads(pallet("inspect", name).stdout)[0]["State"].get("Pid"))
+    assert monitor > 0
+    # find the monitor by its command line (it names the container's directory)
+    cid = inspect(pallet, name)["Id"]
+    mons = [p for p in os.listdir("/proc") if p.isdigit() and _cmd(p).find("monitor") >= 0 and cid in _cmd(p)]
+    assert len(mons) == 1
+    os.kill(int(mons[0]), signal.SIGKILL)
+    wait_until(lambda: pallet("inspect", "-f", "{{.State.Status}}", name).stdout == "dead\n")
+    assert "monitor died" in pallet("inspect", "-f", "{{.State.Error}}", name).stdout
+    pallet("rm", "-f", name)  # and it can still be removed, process and cgroup included
+    assert pallet("ps", "-aq").stdout == ""
+
+
+def _cmd(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
