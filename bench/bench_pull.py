@@ -10,6 +10,8 @@ skopeo to Debian's docker-registry on 127.0.0.1. Each run pulls into an empty st
 - docker: a private dockerd (temporary roots); ``docker rmi`` before each run (untimed)
 - skopeo: ``skopeo copy docker://… oci:<new>`` (download and verify only, no unpack)
 
+Every run starts after a ``sync``: without it, each run is slowed by the writeback of the last.
+
     sudo .venv/bin/python bench/bench_pull.py [--mb 160] [--layers 4] [--runs 3]
 """
 
@@ -42,10 +44,12 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
 
 
 def timed(runs: int, setup: Callable[[int], list[str]], env: dict[str, str] | None = None) -> list[float]:
-    """Wall times of the command ``setup(i)`` returns (setup itself untimed)."""
+    """Wall times of the command ``setup(i)`` returns (setup itself untimed). Dirty pages of the
+    run before are written back first (``sync``), so no run pays for another's writeback."""
     out = []
     for i in range(runs):
         cmd = setup(i)
+        os.sync()
         t0 = time.perf_counter()
         run(cmd, env)
         out.append(time.perf_counter() - t0)

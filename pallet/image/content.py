@@ -65,7 +65,7 @@ class Writer:
         # unbuffered: what ingests() reports as written is on its way to disk, not in our memory
         self._file: BinaryIO | None = open(data, "ab", buffering=0)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         assert self._file is not None, "writer is closed"
         view = memoryview(data)
         while view:  # a raw write may be short

@@ -258,12 +258,14 @@ class _Fetcher:
         if writer.offset and (resp.status == 200 or not _range_starts_at(resp, writer.offset)):
             writer.abort()  # the registry sent the whole blob: start over
             writer = self.content.writer(str(desc.digest))
+        buf = memoryview(bytearray(CHUNK))  # one buffer for the whole blob: no fresh pages per chunk
         try:
             while not self.stop.is_set():
-                chunk = resp.read(CHUNK)
-                if not chunk:
+                n = resp.readinto(buf)
+                if not n:
                     break
-                if writer.offset + len(chunk) > desc.size:
+                chunk = buf[:n]
+                if writer.offset + n > desc.size:
                     self.registry.transport.abandon()
                     raise InvalidArgument(
                         f'pull: blob "{desc.digest}": registry sent more than the {desc.size} bytes the manifest names'
