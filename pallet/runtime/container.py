@@ -163,6 +163,10 @@ class Runtime:
                 "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); use the cgroupfs driver"
             )
         rootless = os.geteuid() != 0
+        if rootless and "user" in namespaces and not namespaces["user"]:
+            from pallet.runtime.userns import check_rootless_mappings
+
+            check_rootless_mappings(linux)  # a map we may not write fails here, before anything exists
         if linux.get("resources") is not None or linux.get("devices"):
             from pallet.runtime.cgroups import validate_resources
 

@@ -240,6 +240,10 @@ class RootfsBuilder:
             for p in propagation:
                 self.sys.mount(None, at, None, p)
             attr_set, attr_clr = mountopts.recursive(options)
+            if is_bind and flags & s.MS_REC and flags & s.MS_RDONLY:
+                # "rbind,ro" means the whole tree: a host mount under it (the host's /sys/fs/cgroup under
+                # a /sys bind, `spec --rootless`) must not stay writable (CVE-2023-25809)
+                attr_set |= s.MOUNT_ATTR_RDONLY
             if attr_set or attr_clr:
                 # rro, rnosuid, ...: the whole tree under the mount at once (mount_setattr(2), Linux 5.12)
                 self.sys.mount_setattr(s.AT_FDCWD, at, s.AT_RECURSIVE, attr_set, attr_clr)
@@ -320,7 +324,9 @@ class RootfsBuilder:
         unified = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
         # a hierarchy that is not the container's own (rootless without delegation, or no cgroupsPath)
         # is only ever shown read-only: writing there would reach the host's cgroups (CVE-2023-25809)
-        if unified and "cgroup" not in self.ns_types and "" not in self.cgroup_paths:
+        owned = "" in self.cgroup_paths if unified else bool(self.cgroup_paths)
+        # (a cgroup2 mounted fresh inside our cgroup namespace shows only our own subtree: no need there)
+        if not owned and not (unified and "cgroup" in self.ns_types):
             flags |= s.MS_RDONLY
         with _checked_path(self.rootfs, target) as at:
             if unified and "cgroup" in self.ns_types:
@@ -342,9 +348,8 @@ class RootfsBuilder:
                 self._remount(sub, ro | s.MS_BIND | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC)
         if unified or flags & s.MS_RDONLY:
             with _checked_path(self.rootfs, target) as at:
-                self._remount(
-                    at, (flags & s.MS_RDONLY) | s.MS_BIND * unified | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC
-                )
+                # MS_BIND: the mount's own flags (what mountinfo shows), for the v1 tmpfs as for a bind
+                self._remount(at, (flags & s.MS_RDONLY) | s.MS_BIND | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC)
 
     def create_devices(self) -> None:
         devices = list(DEFAULT_DEVICES)
