@@ -243,11 +243,16 @@ class Registry:
             raise InvalidArgument(f'manifest "{repository}:{reference}": larger than {MAX_MANIFEST} bytes')
         media_type = (resp.getheader("Content-Type") or "").split(";")[0].strip()
         try:
-            embedded = json.loads(data).get("mediaType")
+            embedded = json.loads(data).get("mediaType")  # the document's own word wins over the header
         except (ValueError, AttributeError):
             raise InvalidArgument(f'manifest "{repository}:{reference}": not json') from None
         if isinstance(embedded, str) and embedded:
             media_type = embedded
+        elif media_type not in (OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST):
+            # an OCI document may leave mediaType out and be served as application/json
+            media_type = (
+                OCI_INDEX if b'"manifests"' in data else OCI_MANIFEST if b'"config"' in data else media_type
+            )
         if reference.startswith("sha") and ":" in reference:
             want = Digest.parse(reference)
             got = Digest.of(data, want.algorithm)

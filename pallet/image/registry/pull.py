@@ -16,6 +16,7 @@ import fcntl
 import http.client
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ from pallet.oci.reference import Reference
 
 RETRIES = 3  # attempts per blob after the first, each resuming at the bytes already written
 CONCURRENCY = 3  # docker's max-concurrent-downloads
+BACKOFF = 0.25  # seconds times the attempt number before retrying a broken download
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ def pull(
                 f'pull "{what}": {len(manifest.layers)} layers but {len(config.diff_ids)} diff_ids in the config'
             )
         fetch.layers(manifest, config, concurrency, images.unpack)
-        content.put(manifest_bytes, manifest_digest)
+        with _blob_lock(locks, manifest_digest):  # put() restarts its ingest: never under another's feet
+            content.put(manifest_bytes, manifest_digest)
         tags = [] if ref.digest is not None else [ref]
         image = images.create(manifest_digest, tags)  # every layer is unpacked by now: records and tags
     record_sources(images.root, registry.domain, repo, [manifest.config, *manifest.layers])
@@ -228,6 +231,7 @@ class _Fetcher:
                                 f"{writer.offset} of {desc.size} bytes kept to resume from"
                             ) from None
                         report(Event(short, "Retrying", writer.offset, desc.size))
+                        time.sleep(BACKOFF * attempt)
                 if self.stop.is_set():
                     writer.close()
                     return

@@ -15,7 +15,7 @@ from pallet.image.registry.auth import repository_scope
 from pallet.image.registry.client import Registry
 from pallet.image.registry.pull import Event, _Fetcher
 from pallet.oci.digest import Digest
-from pallet.oci.image import OCI_LAYER, Descriptor
+from pallet.oci.image import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, Descriptor
 from tests.unit.registry.registry_fake import FakeRegistry
 
 SCOPES = [repository_scope("a/b", "pull")]
@@ -156,3 +156,20 @@ def test_manifest_by_digest_is_verified(fake: FakeRegistry) -> None:
     fake.manifests[str(want)] = ("application/vnd.oci.image.manifest.v1+json", b'{"schemaVersion":2 }')
     with pytest.raises(InvalidArgument, match="registry sent content with digest"):
         Registry(fake.host).get_manifest("a/b", str(want), SCOPES)
+
+
+def test_manifest_media_type_from_document_or_shape(fake: FakeRegistry) -> None:
+    reg = Registry(fake.host)
+    bare = (
+        b'{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:'
+        + b"0" * 64
+        + b'","size":1},"layers":[]}'
+    )
+    fake.manifests["m"] = ("application/json", bare)
+    got = reg.get_manifest("a/b", "m", SCOPES)
+    assert (got.media_type, got.digest, got.data) == (OCI_MANIFEST, Digest.of(bare), bare)
+    fake.manifests["i"] = ("application/json", b'{"schemaVersion":2,"manifests":[]}')
+    assert reg.get_manifest("a/b", "i", SCOPES).media_type == OCI_INDEX
+    listed = b'{"schemaVersion":2,"mediaType":"' + DOCKER_MANIFEST_LIST.encode() + b'","manifests":[]}'
+    fake.manifests["l"] = ("text/plain", listed)
+    assert reg.get_manifest("a/b", "l", SCOPES).media_type == DOCKER_MANIFEST_LIST
