@@ -249,7 +249,10 @@ def cmd_run(ctx: Any, args: argparse.Namespace) -> int:
             eng.start(rec.id)
             print(rec.id)
             return 0
-        return _start_attached(eng, rec, args.interactive, args.tty)
+        code = _start_attached(eng, rec, args.interactive, args.tty, remover=args.rm)
+        if args.rm and code is not None:
+            _quiet_rm(eng, rec.id)
+        return 0 if code is None else code
     except StartError as e:
         _err(str(e))
         if args.rm:
@@ -264,19 +267,17 @@ def _quiet_rm(eng: Any, cid: str) -> None:
         pass
 
 
-def _start_attached(eng: Any, rec: Any, stdin: bool, tty: bool) -> int:
+def _start_attached(eng: Any, rec: Any, stdin: bool, tty: bool, remover: bool = False) -> int | None:
+    """Start with our stdio attached; the container's exit code, or None if we detached."""
     from pallet.engine import attach
 
     rec, sync = eng.start(rec.id, attach_wait=True)
     if sync < 0:
         raise InvalidArgument(f"container {rec.name} is already running")
-    s = attach.connect(eng.sock(rec.id), attach.hello(stdin, tty))
+    s = attach.connect(eng.sock(rec.id), attach.hello(stdin, tty, remover))
     with s:
         eng.finish_start(rec, sync)
-        code = attach.proxy(s, stdin, tty)
-    if code is None:
-        return 0
-    return code
+        return attach.proxy(s, stdin, tty)
 
 
 # -- start / stop / kill / restart / rm / wait -------------------------------------------------------
@@ -292,7 +293,8 @@ def cmd_start(ctx: Any, args: argparse.Namespace) -> int:
             if args.attach:
                 rec = eng.get(name)
                 cfg = rec.config["Config"]
-                return _start_attached(eng, rec, args.interactive, bool(cfg.get("Tty")))
+                code = _start_attached(eng, rec, args.interactive, bool(cfg.get("Tty")))
+                return 0 if code is None else code
             eng.start(name)
             print(name)
         except StartError as e:
@@ -1015,6 +1017,8 @@ def register(sub: Any) -> None:
     container = sub.add_parser("container", help="manage containers")
     container.set_defaults(help_parser=container)
     csub = container.add_subparsers(dest="container_command", metavar="COMMAND", parser_class=type(container))
+    if "container" not in sys.argv[1:]:
+        return  # argparse builds every parser eagerly; this group's copies cost ~15 ms of every start
     _verbs(csub)
     p = csub.add_parser("prune", help="remove all stopped containers")
     p.add_argument("-f", "--force", action="store_true")

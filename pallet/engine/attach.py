@@ -5,7 +5,6 @@ used by ``run -t``, ``attach`` and ``exec -t``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import selectors
 import socket
@@ -104,14 +103,12 @@ def proxy(s: socket.socket, stdin: bool, tty: bool) -> int | None:
                         sel.unregister(in_fd)
 
 
-def hello(stdin: bool, tty: bool) -> bytes:
-    """The attach request; on a tty it carries our window size, set before the process starts."""
-    req: dict[str, object] = {"stdin": stdin}
+def hello(stdin: bool, tty: bool, remover: bool = False) -> bytes:
+    """The attach request; on a tty it carries our window size, set before the process starts.
+    A ``remover`` (``run --rm``) removes the container itself: the monitor then leaves it."""
     size = terminal_size(sys.stdin.fileno() if stdin else sys.stdout.fileno()) if tty else None
-    if size:
-        req["size"] = list(size)
-    return b"a" + json.dumps(req).encode()
+    return (b"A" if remover else b"a") + b"%d" % stdin + (b" %d %d" % size if size else b"")
 
 
 def stop_request(sig: int, timeout: float) -> bytes:
-    return b"s" + json.dumps({"signal": sig, "timeout": timeout}).encode()
+    return b"s%d %s" % (sig, str(timeout).encode())

@@ -14,10 +14,12 @@ step is idempotent, so a ``rm`` after any crash finishes the job; ``ps -a`` show
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import secrets
 import shutil
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +67,11 @@ def _alive(pid: int, cid: str) -> bool:
         return False
 
 
-def _monitor_exe() -> list[str]:
-    import sys
-
-    exe = Path(sys.executable).parent / "pallet-monitor"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "pallet.engine.monitor"]
+# the monitor runs without site (less memory per container): it finds pallet where this engine did
+_MONITOR_BOOT = (
+    f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r}); "
+    "from pallet.engine.monitor.main import main; sys.exit(main(sys.argv[2:]))"
+)
 
 
 class Engine:
@@ -106,8 +108,6 @@ class Engine:
     def runtime_cmd(self, rec: Record) -> list[str]:
         name = rec.config["HostConfig"].get("Runtime") or "pallet-runtime"
         if name == "pallet-runtime":
-            import sys
-
             exe = Path(sys.executable).parent / "pallet-runtime"
             cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pallet.cli.runtime"]
             return [*cmd, "--root", str(self.runroot / "runtime")]
@@ -192,8 +192,9 @@ class Engine:
             _atomic_write(d / "resolv.conf", _resolv_conf(host.get("NetworkMode") or "none"))
             self.images.prepare(cid, str(image.id))
             mounts = self._volumes(cid, cfg, host)
-            self.store.update_config(cid, lambda c: c.update(Mounts=mounts))
-            self.store.update_state(cid, lambda s: s.pop("Incomplete", None))
+            self.store.update_config(
+                cid, lambda c: c.update(Mounts=mounts), lambda s: s.pop("Incomplete", None)
+            )
         except BaseException:
             self._cleanup(cid)
             raise
@@ -318,8 +319,8 @@ class Engine:
                 "network": host.get("NetworkMode") or "none",
                 "auto_remove": bool(host.get("AutoRemove")),
             }
-            _atomic_write(d / "monitor.json", json.dumps(mcfg))
-            sync = self._spawn_monitor(str(d / "monitor.json"))
+            _atomic_write(d / "monitor.cfg", marshal.dumps(mcfg))
+            sync = self._spawn_monitor(str(d / "monitor.cfg"), str(rdir / "monitor.err"))
             line = _readline(sync)
             if not line.startswith("created "):
                 os.close(sync)
@@ -351,18 +352,35 @@ class Engine:
         if line != "started":
             self._start_failed(rec, line)
 
-    def _spawn_monitor(self, cfg_path: str) -> int:
+    def _spawn_monitor(self, cfg_path: str, errors: str) -> int:
+        """fork, setsid, fork (conmon's detach: the monitor is no child of ours and leads no terminal),
+        make it a child subreaper — kept across execve — and exec the monitor under ``python -S``;
+        returns the read end of its sync pipe. Between fork and exec: syscalls only."""
+        from pallet.linux import syscalls
+
+        sc = syscalls.default()
         r, w = os.pipe()
         os.set_inheritable(w, True)
-        null = os.open(os.devnull, os.O_RDWR)
-        try:
-            argv = [*_monitor_exe(), cfg_path, str(w)]
-            actions = [(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)]
-            pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
-        finally:
-            os.close(w)
-            os.close(null)
-        os.waitpid(pid, 0)  # the monitor's first fork exits at once (it detaches)
+        argv = [sys.executable, "-S", "-c", _MONITOR_BOOT, "pallet-monitor", cfg_path, str(w)]
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        err = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setsid()
+                if os.fork() > 0:
+                    os._exit(0)
+                sc.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+                os.dup2(null, 0)
+                os.dup2(null, 1)
+                os.dup2(err, 2)
+                os.execv(argv[0], argv)
+            finally:
+                os._exit(127)
+        os.close(w)
+        os.close(null)
+        os.close(err)
+        os.waitpid(pid, 0)  # the first child exits at once
         return r
 
     # -- stop, kill, wait ------------------------------------------------------------------------
@@ -429,7 +447,9 @@ class Engine:
     def _cleanup(self, cid: str, volumes: bool = True, rec: Record | None = None) -> None:
         """Every step idempotent: the runtime's container, the mount, the snapshot, files, the record."""
         rec = rec or self.store.get(cid)
-        if rec.config.get("HostConfig") is not None:
+        runtime = self.runtime_cmd(rec) if rec.config.get("HostConfig") is not None else []
+        # runc, crun and pallet-runtime keep a container's state in <root>/<id>: none, nothing to delete
+        if runtime and os.path.isdir(os.path.join(runtime[runtime.index("--root") + 1], cid)):
             self._runtime(rec, "delete", "--force", cid, check=False)
         self._unmount_rootfs(cid)
         try:

@@ -12,7 +12,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,18 @@ CREATE TABLE IF NOT EXISTS containers (
 """
 
 
-@dataclass
 class Record:
-    id: str
-    name: str
-    created: float
-    config: dict[str, Any]
-    state: dict[str, Any]
+    """One container: a plain class, not a dataclass (dataclasses imports inspect: the monitor's
+    forked writer loads this module for every state change it records)."""
+
+    def __init__(
+        self, cid: str, name: str, created: float, config: dict[str, Any], state: dict[str, Any]
+    ) -> None:
+        self.id = cid
+        self.name = name
+        self.created = created
+        self.config = config
+        self.state = state
 
     @property
     def status(self) -> str:
@@ -47,6 +51,9 @@ class ContainerStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
+        # a killed pallet never loses a committed transaction in WAL mode; NORMAL only skips the fsync
+        # per commit (an OS crash may lose the last ones), which is most of a short command's time
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -113,14 +120,24 @@ class ContainerStore:
             db.execute("UPDATE containers SET state = ? WHERE id = ?", (json.dumps(state), cid))
         return state
 
-    def update_config(self, cid: str, change: Callable[[dict[str, Any]], None]) -> None:
+    def update_config(
+        self,
+        cid: str,
+        change: Callable[[dict[str, Any]], None],
+        state: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """Change the config (and with ``state``, the state too) in one transaction."""
         with self.tx() as db:
-            row = db.execute("SELECT config FROM containers WHERE id = ?", (cid,)).fetchone()
+            row = db.execute("SELECT config, state FROM containers WHERE id = ?", (cid,)).fetchone()
             if row is None:
                 raise NotFound(f"No such container: {cid}")
             config: dict[str, Any] = json.loads(row[0])
             change(config)
             db.execute("UPDATE containers SET config = ? WHERE id = ?", (json.dumps(config), cid))
+            if state is not None:
+                st: dict[str, Any] = json.loads(row[1])
+                state(st)
+                db.execute("UPDATE containers SET state = ? WHERE id = ?", (json.dumps(st), cid))
 
     def rename(self, cid: str, name: str) -> None:
         try:

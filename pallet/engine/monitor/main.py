@@ -1,40 +1,44 @@
-"""``pallet-monitor``: one per container, conmon's role. Started by the CLI, it detaches (fork + setsid)
-and becomes a child subreaper, so the container's init — forked by ``runtime create``, whose own
-process then exits — is re-parented to it and its exit status comes here, not to the host's PID 1.
+"""``pallet-monitor``: one per container, conmon's role. The engine forks it twice (setsid between),
+marks it a child subreaper (PR_SET_CHILD_SUBREAPER survives execve) and execs it, so the container's
+init — forked by ``runtime create``, whose own process then exits — is re-parented here and its exit
+status comes here, not to the host's PID 1.
 
 It owns the container's stdio (pipes, or the pty master that the runtime sends over the console
 socket), writes json-file logs, serves the attach socket, runs health checks and restart policies and
-records every state change in the engine store. Lean on purpose: it imports only the stdlib modules
-below; SQLite, ctypes and the engine are imported in a forked child or at exit, never while idle.
+records every state change in the engine store. Lean on purpose (idle memory is per container): it
+runs under ``python -S`` and imports only C modules (``_socket``, ``_signal``, ``select``, ``marshal``,
+``_json``) besides os/time; SQLite, json, ctypes and the engine load in a forked child or at exit.
 
-Protocol with the CLI that starts it: a pipe (fd given in argv) carries one line per step —
+Protocol with the engine that starts it: a pipe (fd given in argv) carries one line per step —
 ``created <pid>``, ``started``, or ``error <exit code> <message>`` — then closes.
 
 Attach socket (SOCK_SEQPACKET, one message per packet; first packet says what the client wants):
-  client → monitor: ``a{"stdin": bool}`` attach | ``l`` follow logs | ``w`` wait |
-                    ``s{"signal": n, "timeout": s}`` stop | ``k<n>`` kill | ``0<bytes>`` stdin data
+  client → monitor: ``a<0|1 stdin>[ <rows> <cols>]`` attach (``A``: and I remove it after, for --rm) | ``l`` follow logs | ``w`` wait |
+                    ``s<signal> <timeout>`` stop | ``k<signal>`` kill | ``0<bytes>`` stdin data
                     (``0`` alone: stdin EOF) | ``z<rows> <cols>`` resize the tty
   monitor → client: ``1<bytes>`` stdout | ``2<bytes>`` stderr | ``O<offset>`` log size at follow start |
                     ``L<json line>`` a log line | ``x<code>`` the container exited (then close)
-Every wait here is a blocking one: the selector sleeps until an fd is readable or a deadline
-(stop timeout, health check, restart backoff) is due; SIGCHLD arrives through set_wakeup_fd.
+Every wait here is a blocking one: epoll sleeps until an fd is readable or a deadline (stop timeout,
+health check, restart backoff) is due; SIGCHLD arrives through set_wakeup_fd.
 """
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found,unused-ignore]  # signal.py would add enum
+import _socket
 import errno
-import json
+import marshal
 import os
-import selectors
-import signal
-import socket
+import select
 import sys
 import time
-from typing import Any
 
 from pallet.engine.monitor.logs import JsonLog
 
-READ = selectors.EVENT_READ
+TYPE_CHECKING = False  # typing itself pulls in re, enum and collections: ~1 MiB more per container
+if TYPE_CHECKING:
+    from typing import Any
+
 CHUNK = 32 * 1024
 
 
@@ -68,11 +72,13 @@ def invoke_code(message: str) -> int:
 
 
 class Client:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
         self.kind = ""
+        self.remover = False  # an attached `run --rm` removes the container itself once told the exit
 
     def send(self, msg: bytes) -> bool:
+        """A client too slow to take output for 2 s is dropped: the container must never wait on it."""
         try:
             self.sock.send(msg)
             return True
@@ -80,12 +86,22 @@ class Client:
             return False
 
 
+def _recv_fd(conn: _socket.socket) -> int:
+    """One file descriptor sent with SCM_RIGHTS (the runtime's pty master)."""
+    _, anc, _, _ = conn.recvmsg(1024, _socket.CMSG_SPACE(4))
+    for level, kind, data in anc:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= 4:
+            return int.from_bytes(data[:4], sys.byteorder)
+    return -1
+
+
 class Monitor:
     def __init__(self, cfg: dict[str, Any], sync_fd: int) -> None:
         self.cfg = cfg
         self.cid: str = cfg["id"]
         self.sync_fd: int | None = sync_fd
-        self.sel = selectors.DefaultSelector()
+        self.ep = select.epoll()
+        self.kinds: dict[int, str] = {}  # registered fd -> what it is
         self.clients: dict[int, Client] = {}
         self.outputs: dict[int, str] = {}  # fd -> stream
         self.stdin_w: int | None = None
@@ -103,19 +119,27 @@ class Monitor:
         self.backoff = 0.1
 
     # -- setup ---------------------------------------------------------------------------------
+    def watch(self, fd: int, kind: str) -> None:
+        self.ep.register(fd, select.EPOLLIN)
+        self.kinds[fd] = kind
+
+    def unwatch(self, fd: int) -> None:
+        if self.kinds.pop(fd, None) is not None:
+            self.ep.unregister(fd)
+
     def listen(self) -> None:
         path = self.cfg["sock"]
         if os.path.exists(path):
             os.unlink(path)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         self.listener.bind(path)
         self.listener.listen(16)
-        self.sel.register(self.listener, READ, "listen")
+        self.watch(self.listener.fileno(), "listen")
         wr, ww = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake = wr
-        signal.set_wakeup_fd(ww)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        self.sel.register(wr, READ, "sigchld")
+        _signal.set_wakeup_fd(ww)
+        _signal.signal(_signal.SIGCHLD, lambda *_: None)
+        self.watch(wr, "sigchld")
 
     def record(self, fields: dict[str, Any]) -> None:
         """Write to the engine store from a forked child, so that SQLite never loads in the idle monitor."""
@@ -152,9 +176,12 @@ class Monitor:
         finally:
             os.close(null)
         _, status = os.waitpid(pid, 0)
-        return _code(status), self.runtime_error()
+        code = _code(status)
+        return code, self.runtime_error() if code != 0 else ""
 
     def runtime_error(self) -> str:
+        import json  # only on a failure: json pulls in re
+
         try:
             with open(self.cfg["runtime_log"], "rb") as f:
                 lines = f.read().splitlines()
@@ -207,7 +234,7 @@ class Monitor:
         for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
             os.set_blocking(fd, False)
             self.outputs[fd] = stream
-            self.sel.register(fd, READ, "output")
+            self.watch(fd, "output")
         self.stdin_w = in_w if in_w >= 0 else None
         return None
 
@@ -215,7 +242,7 @@ class Monitor:
         path = self.cfg["console_sock"]
         if os.path.exists(path):
             os.unlink(path)
-        lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lst = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         lst.bind(path)
         lst.listen(1)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -225,18 +252,19 @@ class Monitor:
         os.close(null)
         pidfd = os.pidfd_open(pid)
         master = -1
+        ep = select.epoll()
         try:
-            sel = selectors.DefaultSelector()
-            sel.register(lst, READ)
-            sel.register(pidfd, READ)
-            ready = [key.fileobj for key, _ in sel.select()]
-            sel.close()
-            if lst in ready:
-                conn, _ = lst.accept()
-                with conn:
-                    _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
-                master = fds[0] if fds else -1
+            ep.register(lst.fileno(), select.EPOLLIN)
+            ep.register(pidfd, select.EPOLLIN)
+            # the runtime connects and sends the pty master, or exits having failed: whichever first
+            if lst.fileno() in [fd for fd, _ in ep.poll()]:
+                conn = _socket.socket(fileno=lst._accept()[0])  # type: ignore[attr-defined]
+                try:
+                    master = _recv_fd(conn)
+                finally:
+                    conn.close()
         finally:
+            ep.close()
             lst.close()
             os.unlink(path)
             os.close(pidfd)
@@ -248,7 +276,7 @@ class Monitor:
         os.set_blocking(master, False)
         self.pty = master
         self.outputs[master] = "stdout"
-        self.sel.register(master, READ, "output")
+        self.watch(master, "output")
         return None
 
     def _loopback_up(self) -> None:
@@ -258,6 +286,7 @@ class Monitor:
         if pid == 0:
             try:
                 import fcntl
+                import socket
                 import struct
 
                 from pallet.linux import syscalls
@@ -308,26 +337,24 @@ class Monitor:
     # -- the loop --------------------------------------------------------------------------------
     def loop(self) -> None:
         while not self.done:
-            timeout = None
+            timeout = -1.0
             if self.deadlines:
                 timeout = max(0.0, min(self.deadlines.values()) - time.monotonic())
-            for key, _ in self.sel.select(timeout):
-                what = key.data
+            try:
+                events = self.ep.poll(timeout)
+            except InterruptedError:
+                continue
+            for fd, _ in events:
                 # an earlier event of this batch (init's exit) may have closed this fd
-                if (what == "output" and key.fd not in self.outputs) or (
-                    what == "client" and key.fd not in self.clients
-                ):
-                    continue
+                what = self.kinds.get(fd)
                 if what == "listen":
                     self.accept()
                 elif what == "sigchld":
                     self.reap()
                 elif what == "output":
-                    self.read_output(key.fd)
+                    self.read_output(fd)
                 elif what == "client":
-                    self.client_message(key.fd)
-                elif what == "health":
-                    pass  # read when the check ends
+                    self.client_message(fd)
                 if self.done:
                     return
             now = time.monotonic()
@@ -338,14 +365,14 @@ class Monitor:
 
     def deadline(self, name: str) -> None:
         if name == "kill" and self.init_pid:
-            self.signal(signal.SIGKILL)
+            self.kill(9)
         elif name == "attach" and self.waiting_attach:
             self.begin()
         elif name == "health":
             self.health_start()
         elif name == "health_timeout" and self.health_proc:
             try:
-                os.kill(self.health_proc[0], signal.SIGKILL)
+                os.kill(self.health_proc[0], 9)
             except ProcessLookupError:
                 pass
         elif name == "restart":
@@ -359,7 +386,7 @@ class Monitor:
             self.tell("started")
             self.close_sync()
 
-    def signal(self, sig: int) -> None:
+    def kill(self, sig: int) -> None:
         if self.init_pid:
             try:
                 os.kill(self.init_pid, sig)  # our child (we are its subreaper): its pid cannot be reused
@@ -367,14 +394,15 @@ class Monitor:
                 pass
 
     def accept(self) -> None:
-        conn, _ = self.listener.accept()
+        conn = _socket.socket(fileno=self.listener._accept()[0])  # type: ignore[attr-defined]
+        conn.settimeout(2.0)
         self.clients[conn.fileno()] = Client(conn)
-        self.sel.register(conn, READ, "client")
+        self.watch(conn.fileno(), "client")
 
     def drop(self, fd: int) -> None:
         c = self.clients.pop(fd, None)
         if c is not None:
-            self.sel.unregister(c.sock)
+            self.unwatch(fd)
             c.sock.close()
 
     def client_message(self, fd: int) -> None:
@@ -392,32 +420,32 @@ class Monitor:
         elif op == b"z":
             rows, cols = (int(x) for x in body.split())
             self.resize(rows, cols)
-        elif op in (b"a", b"w", b"l"):
-            c.kind = op.decode()
-            if op == b"a" and body:
-                size = json.loads(body).get("size")
-                if size:
-                    self.resize(int(size[0]), int(size[1]))
+        elif op in (b"a", b"A", b"w", b"l"):
+            c.kind = op.decode().lower()
+            c.remover = op == b"A"
+            words = body.split()
+            if c.kind == "a" and len(words) == 3:
+                self.resize(int(words[1]), int(words[2]))
             if op == b"l":
                 c.send(b"O%d" % self.log.size)
             if self.init_pid == 0 and not self.deadlines.get("restart"):
                 c.send(b"x%d" % self.cfg.get("last_exit", 0))
                 self.drop(fd)
                 return
-            if op == b"a" and self.waiting_attach:
+            if c.kind == "a" and self.waiting_attach:
                 self.begin()
         elif op == b"s":
-            req = json.loads(body)
+            sig, timeout = body.split()
             c.kind = "w"
             self.manual_stop = True
             if self.deadlines.pop("restart", None) is not None:
                 self.finish(self.cfg.get("last_exit", 0))
                 return
-            self.signal(int(req["signal"]))
-            self.deadlines["kill"] = time.monotonic() + float(req["timeout"])
+            self.kill(int(sig))
+            self.deadlines["kill"] = time.monotonic() + float(timeout)
         elif op == b"k":
             self.manual_stop = True
-            self.signal(int(body))
+            self.kill(int(body))
             self.drop(fd)
 
     def resize(self, rows: int, cols: int) -> None:
@@ -454,7 +482,7 @@ class Monitor:
         except OSError:  # EIO: the pty's last holder closed it
             data = b""
         if not data:
-            self.sel.unregister(fd)
+            self.unwatch(fd)
             self.outputs.pop(fd, None)
             if fd != self.pty:
                 os.close(fd)
@@ -519,8 +547,9 @@ class Monitor:
         self.deadlines.pop("health", None)
         self.drain()
         for fd in list(self.outputs):
-            self.sel.unregister(fd)
-            os.close(fd)
+            self.unwatch(fd)
+            if fd != self.pty:
+                os.close(fd)
         self.outputs.clear()
         if self.pty is not None:
             os.close(self.pty)
@@ -582,7 +611,7 @@ class Monitor:
             | ({"Health": self.health | {"Status": "unhealthy"}} if self.cfg.get("health") else {})
         )
         self.unmount()
-        if self.cfg.get("auto_remove"):
+        if self.cfg.get("auto_remove") and not any(c.remover for c in self.clients.values()):
             self.remove()
         self.notify_exit(code)
         self.done = True
@@ -653,34 +682,15 @@ class Monitor:
             self.deadlines["health"] = time.monotonic() + hc["interval"]
 
 
-def _detach(errors: str) -> None:
-    """Double fork: the CLI reaps the first child at once; the second leads its own session.
-    Its own stderr goes to ``errors``, so that a monitor that dies leaves its reason behind."""
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1):
-        os.dup2(null, fd)
-    os.close(null)
-    err = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(err, 2)
-    os.close(err)
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Run as ``pallet-monitor CONFIG SYNC_FD`` by the engine, already detached and a subreaper."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         print("usage: pallet-monitor CONFIG SYNC_FD (started by pallet, not by hand)", file=sys.stderr)
         return 2
-    with open(argv[0]) as f:
-        cfg = json.load(f)
-    sync_fd = int(argv[1])
-    _detach(os.path.join(os.path.dirname(cfg["sock"]), "monitor.err"))
-    from pallet.linux import syscalls
-
-    syscalls.default().prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
-    mon = Monitor(cfg, sync_fd)
+    with open(argv[0], "rb") as f:
+        cfg = marshal.load(f)
+    mon = Monitor(cfg, int(argv[1]))
     try:
         mon.listen()
         err = mon.create()
@@ -697,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:  # noqa: BLE001 - the CLI must hear why, then the container is not left running
         mon.tell(f"error 125 monitor: {e}")
         if mon.init_pid:
-            mon.signal(signal.SIGKILL)
+            mon.kill(9)
         raise
     finally:
         try:

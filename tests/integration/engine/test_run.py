@@ -30,7 +30,7 @@ def test_run_output_and_exit_codes(any_runtime: Pallet) -> None:
 def test_docker_defaults_inside(any_runtime: Pallet) -> None:
     p = any_runtime
     name = p.name("def")
-    script = "hostname; cat /etc/hostname; echo $PATH; grep CapEff /proc/self/status; df -k /dev/shm | tail -1; ip link show lo"
+    script = "hostname; cat /etc/hostname; echo $PATH; grep CapEff /proc/self/status; df -k /dev/shm | tail -1; ip link show lo; grep ^Seccomp: /proc/self/status; cat /proc/keys | wc -c; echo 1 > /proc/sys/vm/drop_caches; true"
     r = p.run("--name", name, "busybox", "sh", "-c", script)
     cid = p("inspect", "-f", "{{.Id}}", name).stdout.strip()
     lines = r.stdout.splitlines()
@@ -39,7 +39,13 @@ def test_docker_defaults_inside(any_runtime: Pallet) -> None:
     assert lines[3].split()[1] == "00000000a80425fb"  # docker's 14 default capabilities
     assert lines[4].split()[1] == "65536"  # /dev/shm is 64m
     assert "UP" in lines[5]  # --network none still has loopback up
+    assert lines[-2].split() == ["Seccomp:", "2"]  # docker's default profile, filtering
+    assert lines[-1] == "0"  # masked
+    assert "Read-only file system" in r.stderr
     p("rm", name)
+    r = p.run("--rm", "--security-opt", "seccomp=unconfined", "--cap-drop", "ALL", "--cap-add", "KILL", "busybox",
+              "sh", "-c", "grep -E '^(Seccomp|CapEff):' /proc/self/status")  # fmt: skip
+    assert r.stdout.split() == ["CapEff:", "0000000000000020", "Seccomp:", "0"]
 
 
 def test_detached_logs_exec_stop(any_runtime: Pallet) -> None:
