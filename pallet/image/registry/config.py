@@ -4,7 +4,11 @@ The file is docker's own (``$DOCKER_CONFIG/config.json``, else ``~/.docker/confi
 directory is given, so ``docker login`` and ``pallet login`` see each other's credentials. Keys are
 the server as the user typed it; Docker Hub's is ``https://index.docker.io/v1/``, and lookups also
 accept keys written as URLs (``https://host:5000``) the way docker's own lookup does. Other keys in
-the file (credsStore, proxies, …) are kept untouched on write.
+the file (proxies, formats, …) are kept untouched on write.
+
+Credential helpers work as docker's do: ``credHelpers[<host>]`` or else ``credsStore`` names a
+``docker-credential-<name>`` program that is run with ``get``/``store``/``erase`` and speaks JSON on
+its stdin and stdout; the file then keeps only an empty ``auths`` entry for the server.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import base64
 import binascii
 import json
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pallet.errors import InvalidArgument
+from pallet.errors import FailedPrecondition, InvalidArgument
 
 HUB_DOMAIN = "docker.io"
 HUB_KEY = "https://index.docker.io/v1/"
@@ -79,12 +84,50 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _helper(data: dict[str, Any], host: str) -> str | None:
+    helpers = data.get("credHelpers")
+    if isinstance(helpers, dict) and isinstance(helpers.get(host), str):
+        return str(helpers[host])
+    store = data.get("credsStore")
+    return store if isinstance(store, str) and store else None
+
+
+def _run_helper(name: str, verb: str, payload: str) -> str | None:
+    """Run ``docker-credential-<name> <verb>``; None when it knows no credentials for the server."""
+    program = f"docker-credential-{name}"
+    try:
+        p = subprocess.run([program, verb], input=payload, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise FailedPrecondition(f'credential helper "{program}" is not installed') from None
+    if p.returncode != 0:
+        message = (p.stdout.strip() or p.stderr.strip()).splitlines()
+        if message and "credentials not found" in message[0].lower():
+            return None
+        raise FailedPrecondition(
+            f'credential helper "{program}" {verb}: {message[0] if message else p.returncode}'
+        )
+    return p.stdout
+
+
 def lookup(path: Path, host: str) -> Credentials | None:
     """The credentials stored for a registry host (``docker.io``, ``localhost:5000``), if any."""
-    auths = _read(path).get("auths")
+    data = _read(path)
+    want = normalize_host(host)
+    helper = _helper(data, want)
+    if helper is not None:
+        out = _run_helper(helper, "get", HUB_KEY if want == HUB_DOMAIN else want)
+        if out is None:
+            return None
+        try:
+            answer = json.loads(out)
+            return Credentials(str(answer["Username"]), str(answer["Secret"]))
+        except (ValueError, KeyError, TypeError):
+            raise FailedPrecondition(
+                f'credential helper "docker-credential-{helper}" get: invalid answer'
+            ) from None
+    auths = data.get("auths")
     if not isinstance(auths, dict):
         return None
-    want = normalize_host(host)
     for key, entry in auths.items():
         if not isinstance(entry, dict) or normalize_host(key) != want:
             continue
@@ -109,7 +152,13 @@ def store(path: Path, server: str, creds: Credentials) -> None:
     key = server_key(server)
     for old in [k for k in auths if normalize_host(k) == normalize_host(key) and k != key]:
         del auths[old]
-    auths[key] = {"auth": base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()}
+    helper = _helper(data, normalize_host(key))
+    if helper is not None:
+        payload = {"ServerURL": key, "Username": creds.username, "Secret": creds.password}
+        _run_helper(helper, "store", json.dumps(payload))
+        auths[key] = {}
+    else:
+        auths[key] = {"auth": base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()}
     _write(path, data)
 
 
@@ -121,7 +170,10 @@ def remove(path: Path, server: str) -> bool:
         return False
     want = normalize_host(server_key(server))
     gone = [k for k in auths if normalize_host(k) == want]
+    helper = _helper(data, want)
     for k in gone:
+        if helper is not None:
+            _run_helper(helper, "erase", k)
         del auths[k]
     if gone:
         _write(path, data)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pallet.errors import InvalidArgument
+from pallet.errors import FailedPrecondition, InvalidArgument
 from pallet.image.registry.config import (
     HUB_KEY,
     Credentials,
@@ -85,3 +85,57 @@ def test_missing_and_invalid_files(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"auths": {"x": {"auth": "bm9jb2xvbg=="}}}))  # "nocolon"
     with pytest.raises(InvalidArgument, match='invalid auth for "x"'):
         lookup(bad, "x")
+
+
+def _fake_helper(bindir: Path, store: Path) -> None:
+    """docker-credential-fake: keeps secrets in a JSON file, speaks the helper protocol."""
+    import sys
+
+    script = bindir / "docker-credential-fake"
+    script.write_text(
+        f"""#!{sys.executable}
+import json, sys
+path = {str(store)!r}
+try:
+    db = json.load(open(path))
+except FileNotFoundError:
+    db = {{}}
+verb, data = sys.argv[1], sys.stdin.read()
+if verb == "store":
+    d = json.loads(data)
+    db[d["ServerURL"]] = [d["Username"], d["Secret"]]
+elif verb == "get":
+    if data.strip() not in db:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+    user, secret = db[data.strip()]
+    print(json.dumps({{"ServerURL": data.strip(), "Username": user, "Secret": secret}}))
+elif verb == "erase":
+    db.pop(data.strip(), None)
+json.dump(db, open(path, "w"))
+"""
+    )
+    script.chmod(0o755)
+
+
+def test_credential_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    secrets = tmp_path / "secrets.json"
+    _fake_helper(bindir, secrets)
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"credsStore": "fake"}))
+    assert lookup(path, "reg.example:5000") is None
+    store(path, "reg.example:5000", Credentials("u", "s3"))
+    assert json.loads(path.read_text())["auths"] == {"reg.example:5000": {}}  # no secret in the file
+    assert json.loads(secrets.read_text()) == {"reg.example:5000": ["u", "s3"]}
+    assert lookup(path, "reg.example:5000") == Credentials("u", "s3")
+    assert remove(path, "reg.example:5000") is True
+    assert json.loads(secrets.read_text()) == {}
+    # a per-registry helper wins over the store; a missing one is a clear error
+    path.write_text(json.dumps({"credsStore": "fake", "credHelpers": {"other:1": "absent"}}))
+    with pytest.raises(
+        FailedPrecondition, match='credential helper "docker-credential-absent" is not installed'
+    ):
+        lookup(path, "other:1")

@@ -11,6 +11,7 @@ import pytest
 
 from pallet.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from pallet.image.content import ContentStore
+from pallet.image.registry import pull as pull_module
 from pallet.image.registry.auth import repository_scope
 from pallet.image.registry.client import Registry
 from pallet.image.registry.pull import Event, _Fetcher
@@ -22,7 +23,8 @@ SCOPES = [repository_scope("a/b", "pull")]
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeRegistry]:
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRegistry]:
+    monkeypatch.setattr(pull_module, "BACKOFF", 0.0)
     f = FakeRegistry()
     yield f
     f.stop()
