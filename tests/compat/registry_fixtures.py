@@ -121,7 +121,9 @@ def start_registry(variant: str) -> Iterator[Registry]:
         ca = None
         issuer = None
         if variant == "basic":
-            import bcrypt
+            bcrypt = pytest.importorskip(
+                "bcrypt", reason="bcrypt is in the test extras (pip install -e .[test])"
+            )
 
             ca, crt, key = make_ca_and_server_cert(d)
             lines[-1] += f"\n  tls:\n    certificate: {crt}\n    key: {key}"
@@ -129,6 +131,9 @@ def start_registry(variant: str) -> Iterator[Registry]:
             (d / "htpasswd").write_text(f"{USER}:{hashed}\n")
             lines.append(f"auth:\n  htpasswd:\n    realm: pallet-test\n    path: {d / 'htpasswd'}")
         elif variant == "token":
+            pytest.importorskip(
+                "cryptography", reason="cryptography is in the test extras (pip install -e .[test])"
+            )
             issuer = TokenIssuer(d)
             lines.append(
                 "auth:\n  token:\n"

@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -33,6 +34,13 @@ from tests.compat.registry_fixtures import (
 
 pytestmark = [pytest.mark.compat, pytest.mark.root]
 PALLET = Path(sys.executable).parent / "pallet"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tools() -> None:
+    for tool in ("skopeo", "openssl"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (Debian: {tool})")
 
 
 @pytest.fixture(scope="module")
