@@ -117,19 +117,21 @@ def _userns_with_maps(sys: Any, uids: list[dict[str, int]], gids: list[dict[str,
             os.close(ready_r)
             os.close(go_w)
             sys.unshare(s.CLONE_NEWUSER)
-            os.write(ready_w, b"1")
+            # our pid as the mounted /proc counts it: the init may already be in a new pid namespace
+            os.write(ready_w, os.readlink("/proc/self").encode())
             os.read(go_r, 1)
         finally:
             os._exit(0)
     os.close(ready_w)
     os.close(go_r)
     try:
-        if os.read(ready_r, 1) != b"1":
+        seen = os.read(ready_r, 32)
+        if not seen.isdigit():
             raise RootfsError("idmapped mount: could not create a user namespace for the mapping")
         for kind, maps in (("uid", uids), ("gid", gids)):
-            with open(f"/proc/{pid}/{kind}_map", "w") as f:
+            with open(f"/proc/{seen.decode()}/{kind}_map", "w") as f:
                 f.write("".join(f"{x['containerID']} {x['hostID']} {x['size']}\n" for x in maps))
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(f"/proc/{seen.decode()}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(ready_r)
         os.close(go_w)

@@ -10,6 +10,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,59 @@ def test_idmapped_mount_needs_both_maps(rt: RuntimeCLI, bundle: Path, cid: str, 
     add_mounts(bundle, {"destination": "/idm", "type": "bind", "source": str(workdir), "options": ["bind"],
                         "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]})  # fmt: skip
     refused(rt, bundle, cid, "mounts[", "both uidMappings and gidMappings")
+
+
+# -- mount hardening: recursive flags and idmapped mounts --------------------------------------------
+
+
+@pytest.fixture
+def tree_with_submount(workdir: Path, leakcheck: None) -> Iterator[Path]:
+    """A host dir with a tmpfs below it, unmounted before the leak check runs."""
+    src = workdir / "tree"
+    (src / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(src / "sub")], check=True)
+    yield src
+    subprocess.run(["umount", str(src / "sub")], check=True)
+
+
+@pytest.mark.parametrize("opts", [["rbind", "rro", "rnosuid"], ["rbind", "ro"]])
+def test_recursive_read_only_reaches_submounts(
+    tree_with_submount: Path, rt: RuntimeCLI, bundle: Path, cid: str, opts: list[str]
+) -> None:
+    # mount(2) with MS_RDONLY on an rbind changes the top mount only; a host mount below stayed writable
+    src = tree_with_submount
+    add_mounts(bundle, {"destination": "/m", "type": "bind", "source": str(src), "options": opts})
+    sh(bundle, "touch /m/top 2>&1; touch /m/sub/x 2>&1; grep ' /m' /proc/self/mountinfo | cut -d' ' -f5,6")
+    out = rt("run", "--bundle", str(bundle), cid).stdout
+    assert out.count("Read-only file system") == 2, out
+    mounts = dict(line.split() for line in out.splitlines() if line.startswith("/m"))
+    assert set(mounts) == {"/m", "/m/sub"}
+    for opts_seen in mounts.values():
+        assert "ro" in opts_seen.split(","), mounts
+        if "rnosuid" in opts:
+            assert "nosuid" in opts_seen.split(","), mounts
+    assert os.listdir(src / "sub") == []
+
+
+def test_idmapped_bind_mount_shifts_owners(rt: RuntimeCLI, bundle: Path, cid: str, workdir: Path) -> None:
+    src = workdir / "idsrc"
+    src.mkdir()
+    (src / "f").write_text("x")
+    os.chown(src / "f", 0, 0)
+    maps = [{"containerID": 0, "hostID": 4242, "size": 1}]
+    add_mounts(bundle, {"destination": "/idm", "type": "bind", "source": str(src), "options": ["bind"],
+                        "uidMappings": maps, "gidMappings": maps})  # fmt: skip
+    sh(bundle, "stat -c '%u %g' /idm/f /idm")
+    out = rt("run", "--bundle", str(bundle), cid).stdout.split("\n")
+    # on-disk 0 shows as host 4242; the dir (owned by 0 too) likewise; the host's file is unchanged
+    assert out[:2] == ["4242 4242", "4242 4242"], out
+    st = (src / "f").stat()
+    assert (st.st_uid, st.st_gid) == (0, 0)
+
+
+def test_idmapped_mount_where_the_filesystem_cannot(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
+    maps = [{"containerID": 0, "hostID": 4242, "size": 1}]
+    add_mounts(bundle, {"destination": "/k", "type": "bind", "source": "/sys/kernel", "options": ["bind"],
+                        "uidMappings": maps, "gidMappings": maps})  # fmt: skip
+    sh(bundle, "true")
+    refused(rt, bundle, cid, "idmapped mount of /sys/kernel on /k", "not supported")
