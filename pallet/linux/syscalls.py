@@ -102,9 +102,9 @@ MOUNT_ATTR_NOSYMFOLLOW = 0x200000
 # x86_64 and aarch64 numbers of the syscalls libc does not wrap everywhere
 _NR = {
     "x86_64": {"pivot_root": 155, "pidfd_open": 434, "pidfd_send_signal": 424, "mount_setattr": 442,
-               "seccomp": 317, "open_tree": 428, "move_mount": 429},
+               "seccomp": 317, "open_tree": 428, "move_mount": 429, "keyctl": 250},
     "aarch64": {"pivot_root": 41, "pidfd_open": 434, "pidfd_send_signal": 424, "mount_setattr": 442,
-                "seccomp": 277, "open_tree": 428, "move_mount": 429},
+                "seccomp": 277, "open_tree": 428, "move_mount": 429, "keyctl": 219},
 }  # fmt: skip
 
 
@@ -207,6 +207,10 @@ class Syscalls:
 
     def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
         return _check(self._libc.prctl(option, arg2, arg3, arg4, arg5), "prctl")
+
+    def join_session_keyring(self, name: str) -> int:
+        """keyctl(KEYCTL_JOIN_SESSION_KEYRING, name): a new session keyring named name; its serial."""
+        return _check(self._libc.syscall(self._nr["keyctl"], ctypes.c_int(1), name.encode()), "keyctl")
 
     def personality(self, persona: int) -> None:
         _check(self._libc.personality(persona), "personality")

@@ -218,6 +218,7 @@ class Runtime:
             boot = {
                 "mode": "create",
                 "spec": spec,
+                "container_id": req.container_id,
                 "bundle": bundle,
                 "rootfs": rootfs,
                 "fifo": sd.fifo,
@@ -226,6 +227,7 @@ class Runtime:
                 "cgroup_paths": st.cgroup_paths,
                 "preserve_fds": req.preserve_fds,
                 "no_pivot": req.no_pivot,
+                "new_keyring": not req.no_new_keyring,
                 "create_container_hooks": hook_spec.get("createContainer") or [],
                 "start_container_hooks": hook_spec.get("startContainer") or [],
             }

@@ -14,6 +14,7 @@ For `exec`, stage 1 joins the running container's namespaces and stage 2 execs a
 from __future__ import annotations
 
 import _socket
+import errno
 import fcntl
 import os
 import struct
@@ -215,6 +216,8 @@ def stage2_create(
     proc = spec["process"]
     ns = boot["namespaces"]
     os.setsid()
+    if boot.get("new_keyring"):
+        _join_keyring(sysc, boot["container_id"])
     fifo_fd = os.open(boot["fifo"], os.O_PATH | os.O_CLOEXEC)
     builder = RootfsBuilder(sysc, spec, boot["rootfs"], boot.get("cgroup_paths") or {})
     if "mount" in ns:
@@ -265,6 +268,16 @@ def stage2_create(
     _run_start_container_hooks(boot.get("start_container_hooks") or [], msg["state_json"])
     state = dict(msg["state"], status="created")
     process.exec_process(sysc, proc, path, preserve | listener, _seccomp_loader(sysc, filt, state, host_pid))
+
+
+def _join_keyring(sysc: Any, container_id: str) -> None:
+    """A session keyring of the container's own, so its keys are not the host session's (runc names it
+    _ses.ID). Kernels without keyrings, or that refuse them in a user namespace, go on without."""
+    try:
+        sysc.join_session_keyring(f"_ses.{container_id}"[:255])
+    except OSError as e:
+        if e.errno not in (errno.ENOSYS, errno.EACCES, errno.EPERM, errno.EDQUOT):
+            raise InitError(f"join session keyring: {e.strerror}") from e
 
 
 def _run_start_container_hooks(hooks: list[dict[str, Any]], state_json: str) -> None:

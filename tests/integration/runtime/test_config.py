@@ -369,3 +369,12 @@ def test_no_pivot(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
     r = rt("run", "--no-pivot", "--bundle", str(bundle), cid, check=False)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "/bin/busybox"
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-new-keyring"]])
+def test_session_keyring(rt: RuntimeCLI, bundle: Path, cid: str, flag: list[str]) -> None:
+    """A session keyring of its own named _ses.ID, as runc, unless --no-new-keyring."""
+    set_config(bundle, process__args=["sleep", "600"])
+    rt("run", "-d", *flag, "--bundle", str(bundle), cid)
+    keys = Path("/proc/keys").read_text()  # "... keyring   _ses.ID: empty"
+    assert (f" _ses.{cid}:" in keys) != bool(flag)
