@@ -8,7 +8,11 @@ process and every descendant it reaped (its init helper, the container's `true`)
 Then `python -X importtime` of `pallet-runtime --version` and of `import pallet.runtime.init`:
 the ten modules that cost the most, which is where a Python runtime's start-up goes.
 
-    sudo .venv/bin/python bench/runtime_run.py [--rounds 20] [--runtimes pallet,runc,crun]
+    sudo .venv/bin/python bench/runtime_run.py [--rounds 20] [--runtimes pallet,runc,crun] [--seccomp]
+
+--seccomp runs the same bundle a second time with Docker's defaults, as the engine will use them:
+DOCKER_DEFAULT_CAPABILITIES and docker_seccomp_profile() from pallet.oci.defaults (no no_new_privs,
+as docker), so the cost of compiling and loading the filter shows up next to the plain run.
 
 Needs root (namespaces, cgroups). Writes nothing outside a /tmp/pallet-t<hex>-bench directory,
 which it removes.
@@ -32,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from pallet.oci.defaults import DOCKER_DEFAULT_CAPABILITIES, docker_seccomp_profile  # noqa: E402
 from pallet.oci.runtime_spec import default_spec  # noqa: E402
 from tests.helpers.hostquirks import hugetlb_off_cgroup2  # noqa: E402
 from tests.helpers.rootfs import busybox_available, make_busybox_rootfs  # noqa: E402
@@ -50,14 +55,19 @@ def runtime_paths(names: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     return found, missing
 
 
-def make_bundle(d: Path) -> Path:
-    bundle = d / "bundle"
+def make_bundle(d: Path, seccomp: bool = False) -> Path:
+    bundle = d / ("bundle-seccomp" if seccomp else "bundle")
     make_busybox_rootfs(bundle / "rootfs")
     spec = default_spec()
     spec["ociVersion"] = "1.0.2"  # crun 1.8 refuses 1.2.0; all three accept 1.0.2
     spec["root"]["path"] = str(bundle / "rootfs")
     spec["process"]["terminal"] = False
     spec["process"]["args"] = ["true"]
+    if seccomp:
+        caps = list(DOCKER_DEFAULT_CAPABILITIES)
+        spec["process"]["capabilities"] = {k: caps for k in ("bounding", "effective", "permitted")}
+        spec["process"]["noNewPrivileges"] = False
+        spec["linux"]["seccomp"] = docker_seccomp_profile(caps)
     (bundle / "config.json").write_text(json.dumps(spec, indent=1))
     return bundle
 
@@ -78,9 +88,10 @@ def run_once(exe: str, root: Path, bundle: Path, cid: str, err: Path) -> tuple[i
 
 
 def bench_run(
-    found: dict[str, str], rounds: int, d: Path
+    found: dict[str, str], rounds: int, d: Path, seccomp: bool = False
 ) -> tuple[dict[str, list[tuple[float, int]]], dict[str, str]]:
-    bundle = make_bundle(d)
+    found = dict(found)
+    bundle = make_bundle(d, seccomp)
     samples: dict[str, list[tuple[float, int]]] = {n: [] for n in found}
     skipped: dict[str, str] = {}
     err = d / "stderr"
@@ -102,9 +113,9 @@ def bench_run(
 
 
 def report_run(
-    samples: dict[str, list[tuple[float, int]]], skipped: dict[str, str], rounds: int
+    samples: dict[str, list[tuple[float, int]]], skipped: dict[str, str], rounds: int, title: str = ""
 ) -> list[str]:
-    lines = [f"## `run` of a busybox bundle executing `true` ({rounds} interleaved rounds)", ""]
+    lines = [f"## `run` of a busybox bundle executing `true`{title} ({rounds} interleaved rounds)", ""]
     lines.append("| runtime | median ms | min ms | max ms | peak RSS MiB (median) |")
     lines.append("|---|---:|---:|---:|---:|")
     med = {}
@@ -203,6 +214,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default 20)")
     ap.add_argument("--runtimes", default="pallet,runc,crun", help="comma-separated: pallet,runc,crun")
     ap.add_argument("--no-imports", action="store_true", help="skip the importtime report")
+    ap.add_argument("--seccomp", action="store_true", help="also run with Docker's seccomp profile and caps")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root: the runtimes create namespaces and cgroups")
@@ -220,7 +232,19 @@ def main() -> int:
         # crun refuses this hybrid host while hugetlb sits on cgroup2: move it for the run, then back
         with hugetlb_off_cgroup2(d) if "crun" in found else contextlib.nullcontext():
             samples, failed = bench_run(found, args.rounds, d)
-        print("\n".join(report_run(samples, {**skipped, **failed}, args.rounds)))
+            print("\n".join(report_run(samples, {**skipped, **failed}, args.rounds)))
+            if args.seccomp:
+                plain = samples
+                samples, failed = bench_run(found, args.rounds, d, seccomp=True)
+                title = " with Docker's default seccomp profile and capabilities"
+                print()
+                print("\n".join(report_run(samples, {**skipped, **failed}, args.rounds, title)))
+                for name in samples:
+                    if name in plain:
+                        extra = statistics.median(t for t, _ in samples[name]) - statistics.median(
+                            t for t, _ in plain[name]
+                        )
+                        print(f"- {name}: the profile adds {extra * 1000:+.1f} ms (median over median)")
         if not args.no_imports:
             print()
             print("\n".join(report_imports()))
