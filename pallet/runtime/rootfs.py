@@ -15,11 +15,14 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
-from typing import Any
 
 from pallet.linux import syscalls as s
 from pallet.runtime import mountopts
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the init imports this module at every container start: annotations only
+    from collections.abc import Iterator
+    from typing import Any
 
 DEFAULT_DEVICES = [
     {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
