@@ -191,3 +191,29 @@ def compile_filter(cfg: dict[str, Any], lib: lsc.Libseccomp | None = None) -> Co
         )
     finally:
         lib.release(ctx)
+
+
+def _probe(flag: int) -> int:
+    # the kernel accepts WAIT_KILLABLE_RECV only together with a listener
+    if flag == s.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV:
+        return flag | s.SECCOMP_FILTER_FLAG_NEW_LISTENER
+    return flag
+
+
+def features(sysc: Any, lib: lsc.Libseccomp | None = None) -> dict[str, Any]:
+    """The `linux.seccomp` part of `pallet-runtime features` (runtime-spec features.md), as runc reports it."""
+    from pallet.oci.runtime_spec import SECCOMP_ARCHES
+
+    lib = lib or lsc.default()
+    known = sorted(_FLAGS)
+    return {
+        "enabled": True,
+        "actions": sorted(_ACTIONS),
+        "operators": sorted(_OPS),
+        "archs": [a for a in SECCOMP_ARCHES if lib.arch_resolve(arch_name(a))],
+        "knownFlags": known,
+        # TSYNC is always honoured (the init is single-threaded); the others as this kernel knows them
+        "supportedFlags": [
+            f for f in known if not _FLAGS[f] or sysc.seccomp_flag_supported(_probe(_FLAGS[f]))
+        ],
+    }

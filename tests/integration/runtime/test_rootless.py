@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from pallet.oci.defaults import DOCKER_DEFAULT_CAPABILITIES, docker_seccomp_profile
 from tests.conftest import runtime_cmd
 from tests.helpers.leaks import find_leaks
 
@@ -155,6 +156,20 @@ def test_rootless_multi_range_mapping_from_subuid(user: User, busybox_rootfs: Pa
     st = (b / "rootfs" / "tmp" / "g").stat()
     # container 1000 is subordinate id start + 999 on the host: newuidmap/newgidmap wrote both ranges
     assert (st.st_uid, st.st_gid) == (user.sub_uid + 999, user.sub_gid + 999)
+
+
+def test_rootless_with_dockers_seccomp_profile(user: User, busybox_rootfs: Path, token: str) -> None:
+    # without no_new_privs the filter needs CAP_SYS_ADMIN: the init has it in its own user namespace
+    b = _bundle(user, busybox_rootfs, multi=True)
+    cfg = json.loads((b / "config.json").read_text())
+    caps = list(DOCKER_DEFAULT_CAPABILITIES)
+    cfg["process"].update(noNewPrivileges=False, args=["sh", "-c", "grep ^Seccomp: /proc/self/status; unshare -U true"],
+                          capabilities={k: caps for k in ("bounding", "effective", "permitted")})  # fmt: skip
+    cfg["linux"]["seccomp"] = docker_seccomp_profile(caps)
+    (b / "config.json").write_text(json.dumps(cfg))
+    r = user.run("run", "--bundle", str(b), token, check=False)
+    assert r.stdout.split() == ["Seccomp:", "2"], (r.stdout, r.stderr)
+    assert r.returncode == 1 and "Operation not permitted" in r.stderr
 
 
 def test_rootless_detached_lifecycle(user: User, busybox_rootfs: Path, token: str) -> None:

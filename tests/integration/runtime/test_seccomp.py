@@ -77,6 +77,28 @@ def test_log_and_allow_let_the_call_through(rt: RuntimeCLI, bundle: Path, cid: s
     assert r.stdout.strip() == "made", r.stderr
 
 
+def test_trace_without_a_tracer_fails_with_enosys(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
+    # seccomp(2): SECCOMP_RET_TRACE with no tracer attached makes the syscall fail with ENOSYS
+    r = run(rt, bundle, cid, "mkdir /tmp/x", allow_all_but({"names": MKDIR, "action": "SCMP_ACT_TRACE"}))
+    assert r.returncode == 1 and "Function not implemented" in r.stderr, r.stderr
+
+
+def test_spec_allow_flag_leaves_speculation_mitigations_alone(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
+    # where the kernel mitigates speculative store bypass "via seccomp", every filter forces it on unless
+    # loaded with SPEC_ALLOW; elsewhere (the prctl default since 5.16) the flag must still be accepted
+    script = "grep ^Speculation_Store_Bypass: /proc/self/status | cut -f2"
+    rule = {"names": MKDIR, "action": "SCMP_ACT_ERRNO"}
+    plain = run(rt, bundle, cid, script, allow_all_but(rule))
+    allowed = run(
+        rt, bundle, cid + "s", script, allow_all_but(rule, flags=["SECCOMP_FILTER_FLAG_SPEC_ALLOW"])
+    )
+    assert plain.returncode == 0 and allowed.returncode == 0, (plain.stderr, allowed.stderr)
+    mode = Path("/sys/devices/system/cpu/vulnerabilities/spec_store_bypass").read_text()
+    if "seccomp" in mode:
+        assert plain.stdout.strip() == "thread force mitigated", plain.stdout
+        assert allowed.stdout.strip() != "thread force mitigated", allowed.stdout
+
+
 def test_masked_eq_condition(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
     # setuid bit through chmod (mode is arg 1) or fchmodat (arg 2): refused; a plain mode: allowed
     rules = [

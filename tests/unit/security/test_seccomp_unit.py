@@ -13,7 +13,7 @@ from pallet.linux.fake import FakeSyscalls
 from pallet.oci import runtime_spec
 from pallet.oci.defaults import DOCKER_DEFAULT_CAPABILITIES, docker_seccomp_profile
 from pallet.runtime import mountopts, process
-from pallet.runtime.seccomp import compile_filter
+from pallet.runtime.seccomp import compile_filter, features
 
 
 def _allowed(profile: dict[str, Any]) -> set[str]:
@@ -165,3 +165,13 @@ def test_recursive_mount_options() -> None:
 def test_mapping_validation(maps: list[dict[str, int]], msg: str) -> None:
     with pytest.raises(InvalidArgument, match=msg):
         runtime_spec.validate_mappings(maps, "linux.uidMappings")
+
+
+def test_features_report_what_validation_accepts() -> None:
+    f = features(FakeSyscalls())
+    assert f["enabled"] and set(f["actions"]) == set(runtime_spec.SECCOMP_ACTIONS)
+    assert set(f["operators"]) == set(runtime_spec.SECCOMP_OPS) and set(f["knownFlags"]) == set(
+        runtime_spec.SECCOMP_FLAGS
+    )
+    assert "SCMP_ARCH_X86_64" in f["archs"] and set(f["archs"]) <= set(runtime_spec.SECCOMP_ARCHES)
+    assert f["supportedFlags"] == ["SECCOMP_FILTER_FLAG_TSYNC"]  # the fake kernel knows none of the others
