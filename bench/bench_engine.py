@@ -70,7 +70,7 @@ class Engine:
         self.name, self.argv, self.image, self.monitor, self.env = name, argv, image, monitor, env
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run([*self.argv, *args], capture_output=True, text=True, timeout=120, env=self.env)
+        p = subprocess.run([*self.argv, *args], capture_output=True, text=True, timeout=600, env=self.env)
         if check and p.returncode != 0:
             raise RuntimeError(f"{self.name} {' '.join(args)}: rc={p.returncode}: {p.stderr.strip()[-400:]}")
         return p
@@ -135,9 +135,8 @@ def idle_memory(e: Engine, n: int) -> tuple[float, int]:
     time.sleep(2)  # let the monitors settle into their idle loop before reading their memory
     pids = [p for p in pids_matching(*e.monitor) if p not in before]
     total = sum(pss_kib(p) for p in pids)
-    ids = e("ps", "-q").stdout.split()
-    for i in range(0, len(ids), 20):
-        e("rm", "-f", *ids[i : i + 20], check=False)
+    for cid in e("ps", "-q").stdout.split():
+        e("rm", "-f", cid, check=False)
     return total / n, len(pids)
 
 
@@ -184,27 +183,31 @@ def main() -> int:
             if dk is not None:
                 engines.append(dk)
             times = timings(engines, args.rounds)
-            mem = {e.name: idle_memory(e, args.idle) for e in engines if e is not pallet_runc}
-        print(f"## `run --rm busybox true` ({args.rounds} interleaved rounds, ms)\n")
-        print("| engine | median | min | max |\n|---|---:|---:|---:|")
-        for name, xs in times.items():
-            print(summary(name, xs))
-        base = statistics.median(times["pallet"])
-        print()
-        for name, xs in times.items():
-            if name != "pallet":
-                print(f"- {name} / pallet: **{statistics.median(xs) / base:.2f}**")
-        print(f"\n## memory per idle container ({args.idle} containers running `sleep`)\n")
-        print(
-            "| engine | process per container | PSS KiB per container | processes found |\n|---|---|---:|---:|"
-        )
-        for name, (kib, count) in mem.items():
-            proc = {"pallet": "pallet-monitor", "podman": "conmon", "docker": "containerd-shim-runc-v2"}[name]
-            print(f"| {name} | {proc} | {kib:.0f} | {count} |")
+            print(f"## `run --rm busybox true` ({args.rounds} interleaved rounds, ms)\n")
+            print("| engine | median | min | max |\n|---|---:|---:|---:|")
+            for name, xs in times.items():
+                print(summary(name, xs))
+            base = statistics.median(times["pallet"])
+            print()
+            for name, xs in times.items():
+                if name != "pallet":
+                    print(f"- {name} / pallet: **{statistics.median(xs) / base:.2f}**")
+            print(f"\n## memory per idle container ({args.idle} containers running `sleep`)\n")
+            print("| engine | process per container | PSS KiB per container | processes found |")
+            print("|---|---|---:|---:|", flush=True)
+            for e in engines:
+                if e is pallet_runc:
+                    continue
+                kib, count = idle_memory(e, args.idle)
+                proc = {"pallet": "pallet-monitor", "podman": "conmon", "docker": "containerd-shim-runc-v2"}[
+                    e.name
+                ]
+                print(f"| {e.name} | {proc} | {kib:.0f} | {count} |", flush=True)
     finally:
-        subprocess.run(["umount", "-R", "-l", str(d)], capture_output=True)
-        for root in (d / "pallet", d / "podman"):
-            subprocess.run(["umount", "-R", "-l", str(root)], capture_output=True)
+        with open("/proc/self/mounts") as f:
+            under = [line.split()[1] for line in f if line.split()[1].startswith(str(d) + "/")]
+        for target in sorted(under, reverse=True):  # podman's and dockerd's own mounts, deepest first
+            subprocess.run(["umount", "-l", target], capture_output=True)
         shutil.rmtree(d, ignore_errors=True)
     return 0
 

@@ -835,28 +835,53 @@ def cmd_prune(ctx: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_events(ctx: Any, args: argparse.Namespace) -> int:
-    """The state history of containers as recorded (no daemon: a snapshot of what the store knows)."""
-    eng = engine(ctx)
-    rows = []
-    for rec in eng.all():
-        s = rec.state
-        rows.append((rec.created, "create", rec))
-        if s.get("StartedAt"):
-            rows.append((_ts(s["StartedAt"]), "start", rec))
-        if s.get("FinishedAt") and eng.status(rec) in ("exited", "restarting"):
-            rows.append((_ts(s["FinishedAt"]), "die", rec))
-    for when, action, rec in sorted(rows, key=lambda r: r[0]):
-        stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
-        attrs = f"image={rec.config['Config'].get('Image')}, name={rec.name}"
-        if action == "die":
-            attrs = f"exitCode={rec.state.get('ExitCode', 0)}, " + attrs
-        print(f"{stamp} container {action} {rec.id} ({attrs})")
+    """The events recorded so far (no daemon to stream from: it prints the log up to --until, now by
+    default), filtered as docker's ``--filter container=|event=|image=``."""
+    from pallet.engine import events
+
+    since = _when(args.since) if args.since else 0.0
+    until = _when(args.until) if args.until else float("inf")
+    filters: dict[str, list[str]] = {}
+    for f in args.filter:
+        k, eq, v = f.partition("=")
+        if not eq or k not in ("container", "event", "image", "type"):
+            raise InvalidArgument(f"invalid filter '{f}'")
+        filters.setdefault(k, []).append(v)
+    for ev in events.read(ctx.root):
+        t = ev["timeNano"] / 1e9
+        attrs = ev["Actor"]["Attributes"]
+        if not since <= t <= until:
+            continue
+        if "container" in filters and not any(
+            v in (attrs.get("name"), ev["Actor"]["ID"]) or ev["Actor"]["ID"].startswith(v)
+            for v in filters["container"]
+        ):
+            continue
+        if "event" in filters and ev["Action"].split(":")[0] not in filters["event"]:
+            continue
+        if "image" in filters and attrs.get("image") not in filters["image"]:
+            continue
+        if args.format:
+            print(render(args.format, ev | {"ID": ev["Actor"]["ID"], "Status": ev["Action"]}))
+            continue
+        stamp = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+        attr_text = ", ".join(f"{k}={v}" for k, v in sorted(attrs.items()))
+        print(f"{stamp} container {ev['Action']} {ev['Actor']['ID']} ({attr_text})")
     return 0
 
 
-def _ts(text: str) -> float:
-    t = _parse_time(text)
-    return t.timestamp() if t else 0.0
+def _when(text: str) -> float:
+    """docker's --since/--until: a unix timestamp, an RFC 3339 time, or a duration ago (10m, 1h30m)."""
+    import time
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    t = _parse_time(text if "." in text else text.rstrip("Z") + ".0Z")
+    if t is not None:
+        return t.timestamp()
+    return time.time() - _duration(text, "--since") / 1e9
 
 
 # -- registration ----------------------------------------------------------------------------------------------
@@ -1010,6 +1035,10 @@ def _verbs(sub: Any, prefix: str = "") -> None:
         p.add_argument(flag, type=int)
     p.add_argument("containers", nargs="+")
     p = verb("events", cmd_events, "the containers' recorded lifecycle events")
+    p.add_argument("--since")
+    p.add_argument("--until")
+    p.add_argument("-f", "--filter", action="append", default=[])
+    p.add_argument("--format")
 
 
 def register(sub: Any) -> None:

@@ -90,6 +90,12 @@ class Engine:
             self._images = Images(self.root, self.storage_driver)
         return self._images
 
+    def event(self, action: str, rec: Record, **extra: str) -> None:
+        from pallet.engine import events
+
+        attrs = {"image": str(rec.config.get("Config", {}).get("Image", "")), "name": rec.name} | extra
+        events.emit(self.root, action, rec.id, attrs)
+
     def close(self) -> None:
         self.store.close()
         if self._images is not None:
@@ -198,7 +204,9 @@ class Engine:
         except BaseException:
             self._cleanup(cid)
             raise
-        return self.store.get(rec.id)
+        rec = self.store.get(rec.id)
+        self.event("create", rec)
+        return rec
 
     def _volumes(self, cid: str, cfg: dict[str, Any], host: dict[str, Any]) -> list[dict[str, Any]]:
         """Binds (-v /host:/ctr[:ro]) and anonymous volumes (-v /ctr, the image's VOLUME) as docker's Mounts."""
@@ -318,6 +326,9 @@ class Engine:
                 "health": _health(cfg.get("Healthcheck")),
                 "network": host.get("NetworkMode") or "none",
                 "auto_remove": bool(host.get("AutoRemove")),
+                "events": str(self.root / "engine" / "events.jsonl"),
+                "name": rec.name,
+                "image": str(cfg.get("Image", "")),
             }
             _atomic_write(d / "monitor.cfg", marshal.dumps(mcfg))
             sync = self._spawn_monitor(str(d / "monitor.cfg"), str(rdir / "monitor.err"))
@@ -408,6 +419,7 @@ class Engine:
                 s.recv(16)  # the monitor closes once the signal is sent
             except OSError:
                 pass
+        self.event("kill", rec, signal=str(signum))
         return rec
 
     def wait(self, ref: str) -> int:
@@ -442,6 +454,7 @@ class Engine:
                 pass
         self.store.update_state(rec.id, lambda s: s.update(Status="removing"))
         self._cleanup(rec.id, volumes, rec)
+        self.event("destroy", rec)
         return rec
 
     def _cleanup(self, cid: str, volumes: bool = True, rec: Record | None = None) -> None:
@@ -488,6 +501,7 @@ class Engine:
         rec = self._running(ref)
         self._runtime(rec, "pause", rec.id)
         self.store.update_state(rec.id, lambda s: s.update(Status="paused", Paused=True))
+        self.event("pause", rec)
         return rec
 
     def unpause(self, ref: str) -> Record:
@@ -496,6 +510,7 @@ class Engine:
             raise Conflict(f"Container {rec.id} is not paused")
         self._runtime(rec, "resume", rec.id)
         self.store.update_state(rec.id, lambda s: s.update(Status="running", Paused=False))
+        self.event("unpause", rec)
         return rec
 
     def top(self, ref: str) -> tuple[list[str], list[list[str]]]:
@@ -533,6 +548,7 @@ class Engine:
         if new == rec.name:
             raise InvalidArgument("Renaming a container with the same name as its current name")
         self.store.rename(rec.id, new)
+        self.event("rename", rec, oldName="/" + rec.name, name=new)
 
     def exec_argv(self, rec: Record, args: list[str], opts: dict[str, Any]) -> list[str]:
         argv = [

@@ -212,6 +212,10 @@ def test_start_wait_restart(pallet: Pallet) -> None:
     out, _ = waiter.communicate(timeout=20)
     assert out == "9\n"
     assert pallet("logs", name).stdout == "run\nrun\n"
+    evs = pallet("events", "--filter", f"container={name}", "--format", "{{.Status}}").stdout.split("\n")
+    assert evs[:5] == ["create", "start", "die", "start", "die"], evs
+    die = pallet("events", "--filter", "event=die", "--filter", f"container={name}").stdout.splitlines()[0]
+    assert "exitCode=9" in die and f"name={name}" in die
 
 
 def test_survives_killed_cli(pallet: Pallet) -> None:
@@ -251,3 +255,92 @@ def _cmd(pid: str) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_attach_and_detached_rm(pallet: Pallet) -> None:
+    name = pallet.name("att")
+    pallet.run("-d", "-i", "--name", name, "busybox", "sh", "-c", "read line; echo got $line; exit 3")
+    r = pallet("attach", name, input="hello\n", check=False)
+    assert r.stdout == "got hello\n" and r.returncode == 3
+    gone = pallet.name("gone")
+    pallet.run("-d", "--rm", "--name", gone, "busybox", "true")
+    wait_until(lambda: pallet("ps", "-aq", "--filter", f"name={gone}").stdout == "")
+    r = pallet("attach", name, check=False)
+    assert r.returncode == 125 and "You cannot attach to a stopped container" in r.stderr
+
+
+def test_resources_and_update(any_runtime: Pallet) -> None:
+    p = any_runtime
+    name = p.name("res")
+    p.run("-d", "--name", name, "--memory", "64m", "--pids-limit", "50", "--cpus", "0.5", "--cpu-shares", "512",
+          "--ulimit", "nofile=100:200", "--oom-score-adj", "300", "--shm-size", "8m", "busybox", "sleep", "60")  # fmt: skip
+    read = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.shares; ulimit -n; ulimit -Hn; cat /proc/1/oom_score_adj; df -k /dev/shm | tail -1"
+    out = p("exec", name, "sh", "-c", read).stdout.split("\n")
+    assert out[:7] == [str(64 * 1024 * 1024), "50", "50000", "512", "100", "200", "300"], out
+    assert out[7].split()[1] == "8192"
+    p("update", "--memory", "128m", "--pids-limit", "60", name)
+    out = p("exec", name, "sh", "-c", read).stdout.split("\n")
+    assert out[:2] == [str(128 * 1024 * 1024), "60"]
+    assert p("inspect", "-f", "{{.HostConfig.Memory}}", name).stdout == f"{128 * 1024 * 1024}\n"
+
+
+def test_namespace_modes(pallet: Pallet) -> None:
+    a, b = pallet.name("nsa"), pallet.name("nsb")
+    pallet.run("-d", "--name", a, "busybox", "sleep", "60")
+    pid_ns = os.readlink(f"/proc/{inspect(pallet, a)['State']['Pid']}/ns/pid")
+    r = pallet.run("--rm", "--name", b, "--pid", f"container:{a}", "--uts", "host", "busybox", "sh", "-c",
+                   "readlink /proc/self/ns/pid; hostname; ps -o comm | grep -c sleep")  # fmt: skip
+    assert r.stdout.split() == [pid_ns, os.uname().nodename, "1"]
+    r = pallet.run(
+        "--rm",
+        "--pid",
+        "host",
+        "--ipc",
+        "host",
+        "busybox",
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/pid; readlink /proc/self/ns/ipc",
+    )
+    assert r.stdout.split() == [os.readlink("/proc/self/ns/pid"), os.readlink("/proc/self/ns/ipc")]
+    r = pallet.run("--rm", "--pid", "container:nosuch", "busybox", "true", check=False)
+    assert r.returncode == 125 and "No such container: nosuch" in r.stderr
+
+
+def test_concurrent_names_and_prune(pallet: Pallet) -> None:
+    name = pallet.name("race")
+    procs = [subprocess.Popen(pallet.cmd("create", "--name", name, "busybox", "true"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in range(4)]  # fmt: skip
+    codes = sorted(p.wait() for p in procs)
+    for p in procs:
+        assert p.stdout is not None and p.stderr is not None
+        p.stdout.close()
+        p.stderr.close()
+    assert codes == [0, 125, 125, 125]
+    assert len(pallet("ps", "-aq").stdout.split()) == 1
+    assert len(os.listdir(pallet.root / "containers")) == 1
+    run = pallet.name("keep")
+    pallet.run("-d", "--name", run, "busybox", "sleep", "60")
+    out = pallet("container", "prune", "-f").stdout
+    assert out.startswith("Deleted Containers:\n") and "Total reclaimed space:" in out
+    assert pallet("ps", "-a", "--format", "{{.Names}}").stdout == f"{run}\n"
+
+
+def test_exec_tty(pallet: Pallet) -> None:
+    name = pallet.name("ext")
+    pallet.run("-d", "--name", name, "busybox", "sleep", "60")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(pallet.cmd()[0], pallet.cmd("exec", "-t", name, "sh", "-c", "tty; exit 4"))
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 4
+    assert b"/dev/pts/" in out
