@@ -66,6 +66,7 @@ class Libseccomp:
             ("seccomp_arch_native", [], u32),
             ("seccomp_arch_resolve_name", [ctypes.c_char_p], u32),
             ("seccomp_syscall_resolve_name", [ctypes.c_char_p], ci),
+            ("seccomp_syscall_resolve_name_arch", [u32, ctypes.c_char_p], ci),
             ("seccomp_rule_add_array", [vp, u32, ci, ctypes.c_uint, ctypes.POINTER(_ArgCmp)], ci),
             ("seccomp_attr_set", [vp, ci, u32], ci),
             ("seccomp_export_bpf", [vp, ci], ci),
@@ -104,6 +105,10 @@ class Libseccomp:
     def syscall_resolve(self, name: str) -> int:
         """The native syscall number of name, or NR_SCMP_ERROR when this libseccomp does not know it."""
         return int(self._lib.seccomp_syscall_resolve_name(name.encode()))
+
+    def syscall_resolve_arch(self, token: int, name: str) -> int:
+        """name's number on one architecture; negative when it has none there (or is unknown)."""
+        return int(self._lib.seccomp_syscall_resolve_name_arch(token, name.encode()))
 
     def rule_add(self, ctx: int, action: int, nr: int, conds: list[tuple[int, int, int, int]]) -> None:
         """conds: (arg index, op, datum_a, datum_b), all ANDed in one rule."""

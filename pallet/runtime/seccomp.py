@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 
 from pallet.linux import seccomp as lsc
 from pallet.linux import syscalls as s
@@ -63,6 +64,60 @@ _FLAGS = {
 
 class SeccompError(Exception):
     pass
+
+
+# classic BPF, as seccomp(2) runs it: struct sock_filter {u16 code; u8 jt; u8 jf; u32 k}
+_LD_ABS_W, _JEQ, _JGT, _JGE, _RET_K = 0x20, 0x15, 0x25, 0x35, 0x06
+_OFF_NR, _OFF_ARCH = 0, 4  # offsets in struct seccomp_data
+_X32_BIT = 0x40000000
+_RET_ENOSYS = lsc.ACT_ERRNO | errno.ENOSYS
+
+
+def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
+    return struct.pack("=HBBI", code, jt, jf, k)
+
+
+def _enosys_stub(lib: lsc.Libseccomp, cfg: dict[str, Any], tokens: list[int]) -> bytes:
+    """BPF put before libseccomp's program: a syscall numbered above every syscall the profile names
+    fails with ENOSYS, not with the default action, so that a newer libc falls back to an older call
+    (fchmodat2 -> fchmodat, clone3 -> clone) rather than failing with EPERM. runc does the same
+    (libcontainer/seccomp/patchbpf); only the highest number matters, per architecture.
+
+    Each architecture's block: load the arch, skip the block unless it matches, load the number,
+    answer ENOSYS when it is past the highest known one. x32 shares x86_64's audit arch and marks its
+    numbers with bit 30, so the x86_64 block checks that range separately.
+    """
+    names = {n for rule in cfg.get("syscalls") or [] for n in rule["names"]}
+    x86_64, x32 = lib.arch_resolve("x86_64"), lib.arch_resolve("x32")
+    top: dict[int, int] = {}
+    for token in tokens:
+        nrs = [lib.syscall_resolve_arch(token, n) for n in names]
+        top[token] = max([nr for nr in nrs if nr >= 0], default=-1)
+    out = b""
+    for token in tokens:
+        if token == x32 or top[token] < 0:
+            continue  # x32 is checked inside the x86_64 block; an arch with nothing named keeps its default
+        if token == x86_64:
+            x32_top = top.get(x32, -1)
+            x32_top = (x32_top | _X32_BIT) if x32_top >= 0 else 0xFFFFFFFF  # no x32: libseccomp decides
+            out += b"".join([
+                _insn(_LD_ABS_W, 0, 0, _OFF_ARCH),
+                _insn(_JEQ, 0, 5, token),  # not x86_64: past this block
+                _insn(_LD_ABS_W, 0, 0, _OFF_NR),
+                _insn(_JGE, 1, 0, _X32_BIT),  # an x32 number: its own limit
+                _insn(_JGT, 1, 2, top[token]),
+                _insn(_JGT, 0, 1, x32_top),
+                _insn(_RET_K, 0, 0, _RET_ENOSYS),
+            ])  # fmt: skip
+        else:
+            out += b"".join([
+                _insn(_LD_ABS_W, 0, 0, _OFF_ARCH),
+                _insn(_JEQ, 0, 3, token),
+                _insn(_LD_ABS_W, 0, 0, _OFF_NR),
+                _insn(_JGT, 0, 1, top[token]),
+                _insn(_RET_K, 0, 0, _RET_ENOSYS),
+            ])  # fmt: skip
+    return out
 
 
 class Compiled:
@@ -183,8 +238,14 @@ def compile_filter(cfg: dict[str, Any], lib: lsc.Libseccomp | None = None) -> Co
         else:
             # the kernel refuses WAIT_KILLABLE_RECV without a listener; without one it means nothing
             flags &= ~s.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+        program = lib.export_bpf(ctx)
+        if default not in (lsc.ACT_ALLOW, lsc.ACT_LOG):
+            tokens = [lib.arch_native()] + [
+                lib.arch_resolve(arch_name(a)) for a in cfg.get("architectures") or []
+            ]
+            program = _enosys_stub(lib, cfg, list(dict.fromkeys(tokens))) + program
         return Compiled(
-            lib.export_bpf(ctx),
+            program,
             flags,
             cfg.get("listenerPath") or "" if notify else "",
             cfg.get("listenerMetadata") or "",

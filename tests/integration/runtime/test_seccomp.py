@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -246,3 +247,50 @@ def test_docker_profile_runs_a_shell(rt: RuntimeCLI, bundle: Path, cid: str) -> 
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["hi", "unshare=1"]
     assert "Operation not permitted" in r.stderr
+
+
+def _errnos_under(profile: dict[str, Any], numbers: list[int]) -> list[int]:
+    """errno of syscall(nr) for each nr, in a forked child that loaded the profile (with no_new_privs)."""
+    import ctypes
+
+    from pallet.linux.syscalls import PR_SET_NO_NEW_PRIVS, Syscalls
+    from pallet.runtime.seccomp import compile_filter
+
+    compiled = compile_filter(profile)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # only syscalls from here: the filter is on
+        try:
+            os.close(r)
+            libc = ctypes.CDLL(None, use_errno=True)
+            sysc = Syscalls()
+            sysc.prctl(PR_SET_NO_NEW_PRIVS, 1)
+            sysc.seccomp_set_filter(compiled.flags, compiled.program)
+            out = []
+            for nr in numbers:
+                ctypes.set_errno(0)
+                ret = libc.syscall(ctypes.c_long(nr), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
+                out.append(ctypes.get_errno() if ret < 0 else 0)
+            os.write(w, json.dumps(out).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(data)  # type: ignore[no-any-return]
+
+
+def test_syscalls_newer_than_the_profile_fail_with_enosys() -> None:
+    # as runc: a libc that tries a syscall newer than the profile knows gets ENOSYS and falls back;
+    # a known syscall the profile leaves out still gets the default action (EPERM)
+    if os.uname().machine != "x86_64":
+        pytest.skip("syscall numbers below are x86_64's")
+    prof = docker_seccomp_profile(list(DOCKER_DEFAULT_CAPABILITIES))
+    getpid, add_key, beyond = 39, 248, 1000
+    assert _errnos_under(prof, [getpid, add_key, beyond]) == [0, errno.EPERM, errno.ENOSYS]
+    # with the default action ALLOW there is nothing to fall back from: the kernel answers
+    allow = allow_all_but({"names": ["add_key"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EXDEV})
+    assert _errnos_under(allow, [getpid, add_key, beyond]) == [0, errno.EXDEV, errno.ENOSYS]
+    kill = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno.EXDEV, "syscalls": prof["syscalls"]}
+    assert _errnos_under(kill, [add_key, beyond]) == [errno.EXDEV, errno.ENOSYS]
