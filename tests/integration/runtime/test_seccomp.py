@@ -294,3 +294,46 @@ def test_syscalls_newer_than_the_profile_fail_with_enosys() -> None:
     assert _errnos_under(allow, [getpid, add_key, beyond]) == [0, errno.EXDEV, errno.ENOSYS]
     kill = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno.EXDEV, "syscalls": prof["syscalls"]}
     assert _errnos_under(kill, [add_key, beyond]) == [errno.EXDEV, errno.ENOSYS]
+
+
+def test_exec_under_notify_sends_its_own_fd_and_pid(
+    rt: RuntimeCLI, bundle: Path, cid: str, workdir: Path
+) -> None:
+    # the init's listener fd arrives at create; an exec'd process has a filter (and an fd) of its own
+    path = str(workdir / "agent.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(2)
+    listener.settimeout(30)
+    first: dict[str, Any] = {}
+    second: dict[str, Any] = {}
+
+    def two_agents() -> None:
+        conn, _ = listener.accept()  # the init's: keep its fd open while the container lives
+        with conn:
+            msg, fds, _f, _a = socket.recv_fds(conn, 1 << 16, 4)
+            first["msg"] = json.loads(msg)
+            _agent(listener, second)
+            os.close(fds[0])
+
+    t = threading.Thread(target=two_agents, daemon=True)
+    t.start()
+    c, save = edit_config(bundle)
+    c["process"]["args"] = ["sleep", "60"]
+    c["root"]["readonly"] = False
+    c["linux"]["seccomp"] = allow_all_but(
+        {"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}, listenerPath=path
+    )
+    save()
+    try:
+        rt("run", "-d", "--bundle", str(bundle), cid)
+        pid_file = workdir / "exec.pid"
+        r = rt("exec", "--pid-file", str(pid_file), cid, "mkdir", "/tmp/x", check=False)
+        t.join(30)
+    finally:
+        listener.close()
+    assert "Read-only file system" in r.stderr, (r.stderr, first, second)
+    init_pid = rt.state(cid)["pid"]
+    assert first["msg"]["pid"] == init_pid and first["msg"]["state"]["status"] == "created"
+    assert second["msg"]["pid"] == int(pid_file.read_text()) != init_pid
+    assert second["msg"]["state"]["id"] == cid and second["msg"]["state"]["status"] == "running"
