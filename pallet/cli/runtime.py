@@ -12,11 +12,14 @@ import os
 import signal
 import sys
 import time
-from typing import Any
 
 from pallet import __version__
 from pallet.errors import InvalidArgument, PalletError
 from pallet.oci.runtime_spec import OCI_VERSION
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # every container start pays for this module's imports: annotations only
+    from typing import Any
 
 
 class _Log:
@@ -42,7 +45,126 @@ class _Log:
                 pass
 
 
-def _parser() -> argparse.ArgumentParser:
+def _id(c: argparse.ArgumentParser) -> None:
+    c.add_argument("id")
+
+
+def _create_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-b", "--bundle", default=".")
+    c.add_argument("--pid-file")
+    c.add_argument("--console-socket")
+    c.add_argument("--preserve-fds", type=int, default=0)
+    c.add_argument("--no-pivot", action="store_true")
+    c.add_argument("--no-new-keyring", action="store_true")
+    c.add_argument("id")
+
+
+def _run_args(c: argparse.ArgumentParser) -> None:
+    _create_args(c)
+    c.add_argument("-d", "--detach", action="store_true")
+    c.add_argument("--keep", action="store_true", help="do not delete the container after it exits")
+
+
+def _kill_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-a", "--all", action="store_true")
+    c.add_argument("id")
+    c.add_argument("signal", nargs="?", default="SIGTERM")
+
+
+def _delete_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-f", "--force", action="store_true")
+    c.add_argument("id")
+
+
+def _list_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-q", "--quiet", action="store_true")
+    c.add_argument("-f", "--format", default="table", choices=["table", "json"])
+
+
+def _ps_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-f", "--format", default="table", choices=["table", "json"])
+    c.add_argument("id")
+    c.add_argument("ps_args", nargs=argparse.REMAINDER)
+
+
+def _exec_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-p", "--process")
+    c.add_argument("-t", "--tty", action="store_true")
+    c.add_argument("--console-socket")
+    c.add_argument("--cwd")
+    c.add_argument("-e", "--env", action="append", default=[])
+    c.add_argument("-u", "--user")
+    c.add_argument("--additional-gids", "-g", action="append", default=[])
+    c.add_argument("-c", "--cap", action="append", default=[])
+    c.add_argument("--no-new-privs", action="store_true")
+    c.add_argument("--apparmor")
+    c.add_argument("--process-label")
+    c.add_argument("-d", "--detach", action="store_true")
+    c.add_argument("--pid-file")
+    c.add_argument("--preserve-fds", type=int, default=0)
+    c.add_argument("--ignore-paused", action="store_true")
+    c.add_argument("id")
+    c.add_argument("args", nargs=argparse.REMAINDER)
+
+
+def _spec_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--rootless", action="store_true")
+    c.add_argument("-b", "--bundle", default=".")
+
+
+def _events_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--stats", action="store_true")
+    c.add_argument("--interval", default="5s")
+    c.add_argument("id")
+
+
+def _update_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-r", "--resources")
+    c.add_argument("--cpu-share", dest="cpu_shares", help=argparse.SUPPRESS)  # runc's spelling
+    for flag in ("--memory", "--memory-reservation", "--memory-swap", "--kernel-memory", "--kernel-memory-tcp",
+                 "--cpu-shares", "--cpu-quota", "--cpu-period", "--cpu-burst", "--cpu-rt-period", "--cpu-rt-runtime",
+                 "--cpuset-cpus", "--cpuset-mems", "--blkio-weight", "--pids-limit", "--l3-cache-schema", "--mem-bw-schema"):  # fmt: skip
+        c.add_argument(flag)
+    c.add_argument("id")
+
+
+# verb -> (help, arguments); the parser is built for the verb in use only (argparse is slow to build)
+VERB_ARGS: dict[str, tuple[str, Any]] = {
+    "create": ("create a container", _create_args),
+    "run": ("create and start a container", _run_args),
+    "start": ("start a created container", _id),
+    "state": ("print a container's state as JSON", _id),
+    "kill": ("send a signal to a container's init", _kill_args),
+    "delete": ("delete a container", _delete_args),
+    "list": ("list containers", _list_args),
+    "ps": ("processes running in a container", _ps_args),
+    "exec": ("run a process in a running container", _exec_args),
+    "pause": ("freeze every process of a container", _id),
+    "resume": ("thaw a paused container", _id),
+    "spec": ("write a default config.json", _spec_args),
+    "features": ("what this runtime supports, as JSON", lambda c: None),
+    "events": ("resource usage and OOM events of a container", _events_args),
+    "update": ("change the resource limits of a running container", _update_args),
+}
+_GLOBAL_WITH_VALUE = {"--root", "--log", "--log-format", "--criu", "--rootless"}
+
+
+def _verb_of(argv: list[str]) -> str | None:
+    """The first argument that is neither a global flag nor its value, if it names a verb."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in _GLOBAL_WITH_VALUE:
+            i += 2
+            continue
+        if a.startswith("-"):
+            i += 1
+            continue
+        return a if a in VERB_ARGS else None
+    return None
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pallet-runtime", description="Pallet's OCI runtime (runc-compatible)")
     p.add_argument(
         "--root", default=None, help="state directory (default $PALLET_RUNTIME_ROOT or /run/pallet-runtime)"
@@ -55,74 +177,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rootless", default="auto", help=argparse.SUPPRESS)
     p.add_argument("-v", "--version", action="store_true")
     sub = p.add_subparsers(dest="verb", metavar="COMMAND")
-
-    def create_flags(c: argparse.ArgumentParser) -> None:
-        c.add_argument("-b", "--bundle", default=".")
-        c.add_argument("--pid-file")
-        c.add_argument("--console-socket")
-        c.add_argument("--preserve-fds", type=int, default=0)
-        c.add_argument("--no-pivot", action="store_true")
-        c.add_argument("--no-new-keyring", action="store_true")
-        c.add_argument("id")
-
-    create_flags(sub.add_parser("create", help="create a container"))
-    r = sub.add_parser("run", help="create and start a container")
-    create_flags(r)
-    r.add_argument("-d", "--detach", action="store_true")
-    r.add_argument("--keep", action="store_true", help="do not delete the container after it exits")
-    sub.add_parser("start", help="start a created container").add_argument("id")
-    st = sub.add_parser("state", help="print a container's state as JSON")
-    st.add_argument("id")
-    k = sub.add_parser("kill", help="send a signal to a container's init")
-    k.add_argument("-a", "--all", action="store_true")
-    k.add_argument("id")
-    k.add_argument("signal", nargs="?", default="SIGTERM")
-    d = sub.add_parser("delete", help="delete a container")
-    d.add_argument("-f", "--force", action="store_true")
-    d.add_argument("id")
-    ls = sub.add_parser("list", help="list containers")
-    ls.add_argument("-q", "--quiet", action="store_true")
-    ls.add_argument("-f", "--format", default="table", choices=["table", "json"])
-    ps = sub.add_parser("ps", help="processes running in a container")
-    ps.add_argument("-f", "--format", default="table", choices=["table", "json"])
-    ps.add_argument("id")
-    ps.add_argument("ps_args", nargs=argparse.REMAINDER)
-    e = sub.add_parser("exec", help="run a process in a running container")
-    e.add_argument("-p", "--process")
-    e.add_argument("-t", "--tty", action="store_true")
-    e.add_argument("--console-socket")
-    e.add_argument("--cwd")
-    e.add_argument("-e", "--env", action="append", default=[])
-    e.add_argument("-u", "--user")
-    e.add_argument("--additional-gids", "-g", action="append", default=[])
-    e.add_argument("-c", "--cap", action="append", default=[])
-    e.add_argument("--no-new-privs", action="store_true")
-    e.add_argument("--apparmor")
-    e.add_argument("--process-label")
-    e.add_argument("-d", "--detach", action="store_true")
-    e.add_argument("--pid-file")
-    e.add_argument("--preserve-fds", type=int, default=0)
-    e.add_argument("--ignore-paused", action="store_true")
-    e.add_argument("id")
-    e.add_argument("args", nargs=argparse.REMAINDER)
-    sub.add_parser("pause", help="freeze every process of a container").add_argument("id")
-    sub.add_parser("resume", help="thaw a paused container").add_argument("id")
-    sp = sub.add_parser("spec", help="write a default config.json")
-    sp.add_argument("--rootless", action="store_true")
-    sp.add_argument("-b", "--bundle", default=".")
-    sub.add_parser("features", help="what this runtime supports, as JSON")
-    ev = sub.add_parser("events", help="resource usage and OOM events of a container")
-    ev.add_argument("--stats", action="store_true")
-    ev.add_argument("--interval", default="5s")
-    ev.add_argument("id")
-    up = sub.add_parser("update", help="change the resource limits of a running container")
-    up.add_argument("-r", "--resources")
-    up.add_argument("--cpu-share", dest="cpu_shares", help=argparse.SUPPRESS)  # runc's spelling
-    for flag in ("--memory", "--memory-reservation", "--memory-swap", "--kernel-memory", "--kernel-memory-tcp",
-                 "--cpu-shares", "--cpu-quota", "--cpu-period", "--cpu-burst", "--cpu-rt-period", "--cpu-rt-runtime",
-                 "--cpuset-cpus", "--cpuset-mems", "--blkio-weight", "--pids-limit", "--l3-cache-schema", "--mem-bw-schema"):  # fmt: skip
-        up.add_argument(flag)
-    up.add_argument("id")
+    for verb, (text, add_args) in VERB_ARGS.items():
+        if only is None or verb == only:
+            add_args(sub.add_parser(verb, help=text))
     return p
 
 
@@ -152,7 +209,8 @@ def parse_signal(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(_verb_of(argv)).parse_args(argv)
     if args.version:
         print(f"pallet-runtime version {__version__}\nspec: {OCI_VERSION}")
         return 0

@@ -16,9 +16,6 @@ import json
 import os
 import select
 import signal
-import socket
-from dataclasses import dataclass, field
-from typing import Any
 
 from pallet.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, PalletError
 from pallet.oci import runtime_spec
@@ -35,6 +32,11 @@ from pallet.runtime.state import (
     proc_start_time,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the runtime's start-up is on every container's path: annotations only
+    import _socket
+    from typing import Any
+
 # which operations each status allows (youki's can_start/can_kill/...)
 ALLOWED = {
     "start": {CREATED},
@@ -50,25 +52,38 @@ class InitFailed(PalletError):
     """The container's init reported an error (config it could not apply)."""
 
 
-@dataclass
 class Options:
-    root: str
-    systemd_cgroup: bool = False
-    debug: bool = False
-    log: Any = None  # callable(level, msg)
+    """Global flags of the runtime command line."""
+
+    def __init__(self, root: str, systemd_cgroup: bool = False, debug: bool = False, log: Any = None) -> None:
+        self.root = root
+        self.systemd_cgroup = systemd_cgroup
+        self.debug = debug
+        self.log = log  # callable(level, msg)
 
 
-@dataclass
 class CreateRequest:
-    container_id: str
-    bundle: str
-    pid_file: str | None = None
-    console_socket: str | None = None
-    preserve_fds: int = 0
-    no_pivot: bool = False
-    no_new_keyring: bool = False
-    foreground_console: bool = False  # `run -t` without a console socket: we relay ourselves
-    extra: dict[str, Any] = field(default_factory=dict)
+    """What `create` (and `run`) are asked to do."""
+
+    def __init__(
+        self,
+        container_id: str,
+        bundle: str,
+        pid_file: str | None = None,
+        console_socket: str | None = None,
+        preserve_fds: int = 0,
+        no_pivot: bool = False,
+        no_new_keyring: bool = False,
+        foreground_console: bool = False,
+    ) -> None:
+        self.container_id = container_id
+        self.bundle = bundle
+        self.pid_file = pid_file
+        self.console_socket = console_socket
+        self.preserve_fds = preserve_fds
+        self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
+        self.foreground_console = foreground_console  # `run -t` without a console socket: we relay ourselves
 
 
 def _refuse(op: str, cid: str, status: str) -> Conflict:
@@ -195,7 +210,7 @@ class Runtime:
         mgr = None
         init_pid = 0
         stage1 = 0
-        sock: socket.socket | None = None
+        sock: _socket.socket | None = None
         try:
             sd.lock()
             sd.save(st)

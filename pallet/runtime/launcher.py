@@ -9,9 +9,9 @@ own binary.
 
 from __future__ import annotations
 
+import _socket
 import fcntl
 import os
-import socket
 import sys
 
 import pallet
@@ -42,10 +42,10 @@ def sealed_interpreter() -> int:
     return fd
 
 
-def spawn_init(keep_fds: list[int]) -> tuple[int, socket.socket]:
+def spawn_init(keep_fds: list[int]) -> tuple[int, _socket.socket]:
     """Fork and exec pallet.runtime.init; returns (pid, our end of the sync socket)."""
     exe = sealed_interpreter()
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     # the interpreter runs from a memfd, so it cannot find its own library by its path: hand it ours
     path = os.pathsep.join([_PKG_PARENT] + [p for p in sys.path if p and os.path.isdir(p)])
     env = {"PYTHONPATH": path, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}

@@ -1,6 +1,6 @@
 """A container's on-disk state under the runtime root, and its status derived from the kernel.
 
-Layout: ``<root>/<id>/state.json`` (written atomically), ``<root>/<id>/exec.fifo`` while the init waits
+Layout: ``<root>/<id>/state.json`` (replaced atomically by rename), ``<root>/<id>/exec.fifo`` while the init waits
 for `start`, ``<root>/<id>/lock`` (flock) to serialise runtime commands on one container.
 
 Status is never trusted from the file alone (runc does the same): the init's pid plus its start time
@@ -14,31 +14,64 @@ import fcntl
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from pallet.errors import AlreadyExists, Conflict, NotFound
 from pallet.oci.runtime_spec import OCI_VERSION
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 CREATING, CREATED, RUNNING, PAUSED, STOPPED = "creating", "created", "running", "paused", "stopped"
 
 
-@dataclass
 class State:
-    id: str
-    bundle: str
-    rootfs: str
-    pid: int = 0
-    pid_start: int = 0
-    created: str = ""
-    owner: str = ""
-    annotations: dict[str, str] = field(default_factory=dict)
-    cgroups_path: str | None = None
-    cgroup_paths: dict[str, str] = field(default_factory=dict)
-    systemd_cgroup: bool = False
-    rootless: bool = False
-    status: str = CREATING  # last recorded; `current_status` gives the live one
-    config: dict[str, Any] = field(default_factory=dict)
+    """What the runtime records about one container (plain class: dataclasses cost ~3 ms to import)."""
+
+    FIELDS = (
+        "id", "bundle", "rootfs", "pid", "pid_start", "created", "owner", "annotations", "cgroups_path",
+        "cgroup_paths", "systemd_cgroup", "rootless", "status", "config",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        id: str,
+        bundle: str,
+        rootfs: str,
+        pid: int = 0,
+        pid_start: int = 0,
+        created: str = "",
+        owner: str = "",
+        annotations: dict[str, str] | None = None,
+        cgroups_path: str | None = None,
+        cgroup_paths: dict[str, str] | None = None,
+        systemd_cgroup: bool = False,
+        rootless: bool = False,
+        status: str = CREATING,  # last recorded; Runtime.status gives the live one
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = id
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.pid = pid
+        self.pid_start = pid_start
+        self.created = created
+        self.owner = owner
+        self.annotations: dict[str, str] = annotations or {}
+        self.cgroups_path = cgroups_path
+        self.cgroup_paths: dict[str, str] = cgroup_paths or {}
+        self.systemd_cgroup = systemd_cgroup
+        self.rootless = rootless
+        self.status = status
+        self.config: dict[str, Any] = config or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, State) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
 
     def oci_state(self, status: str) -> dict[str, Any]:
         """runc's `state` JSON: the OCI state plus rootfs, created and owner."""
@@ -120,10 +153,10 @@ class StateDir:
     def save(self, st: State) -> None:
         tmp = os.path.join(self.path, ".state.json.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        # rename makes the update atomic for concurrent readers; no fsync: runtime state describes
+        # processes, and after a power loss there are none left to describe (runc does the same)
         with os.fdopen(fd, "w") as f:
-            json.dump(asdict(st), f)
-            f.flush()
-            os.fsync(f.fileno())
+            json.dump(st.to_dict(), f)
         os.rename(tmp, os.path.join(self.path, "state.json"))
 
     def remove(self) -> None:
