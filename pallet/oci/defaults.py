@@ -156,7 +156,6 @@ _ARCHES = {
     "mipsel64n32": ("SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64"),
     "s390x": ("SCMP_ARCH_S390X", "SCMP_ARCH_S390"),
     "riscv64": ("SCMP_ARCH_RISCV64",),
-    "ppc64le": ("SCMP_ARCH_PPC64LE",),
 }
 _UNAME_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "i386": "x86", "i686": "x86", "armv7l": "arm"}
 

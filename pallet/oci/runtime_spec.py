@@ -277,6 +277,7 @@ SECCOMP_FLAGS = (
 # syscalls the runtime itself makes between loading the filter and execve: a notify on them would wait
 # for an agent that has not received the listener fd yet (runc refuses `write` for the same reason)
 _NO_NOTIFY = ("write", "sendmsg")
+_ERRNO_ACTIONS = ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
 
 
 def _one_of(value: Any, field: str, allowed: tuple[str, ...], what: str) -> str:
@@ -299,6 +300,10 @@ def validate_seccomp(sc: dict[str, Any]) -> None:
     if default == "SCMP_ACT_NOTIFY":
         raise InvalidArgument(f"config.json: {p}defaultAction: SCMP_ACT_NOTIFY cannot be the default action")
     _errno_ret(sc, "defaultErrnoRet", p)
+    if sc.get("defaultErrnoRet") is not None and default not in _ERRNO_ACTIONS:
+        raise InvalidArgument(
+            f"config.json: {p}defaultErrnoRet: only meaningful with SCMP_ACT_ERRNO or SCMP_ACT_TRACE"
+        )
     for i, a in enumerate(_opt(sc, "architectures", p, list, "a list") or []):
         _one_of(a, f"{p}architectures[{i}]", SECCOMP_ARCHES, "architecture")
     for i, f in enumerate(_opt(sc, "flags", p, list, "a list") or []):
@@ -315,6 +320,10 @@ def validate_seccomp(sc: dict[str, Any]) -> None:
             raise InvalidArgument(f"config.json: {f}.names: empty (name at least one syscall)")
         act = _one_of(rule.get("action"), f + ".action", SECCOMP_ACTIONS, "seccomp action")
         _errno_ret(rule, "errnoRet", f + ".")
+        if rule.get("errnoRet") is not None and act not in _ERRNO_ACTIONS:
+            raise InvalidArgument(
+                f"config.json: {f}.errnoRet: only meaningful with SCMP_ACT_ERRNO or SCMP_ACT_TRACE"
+            )
         if act == "SCMP_ACT_NOTIFY":
             if not listener:
                 raise InvalidArgument(f"config.json: {f}.action: SCMP_ACT_NOTIFY needs {p}listenerPath")

@@ -53,6 +53,9 @@ def test_docker_profile_depends_on_caps_and_arch() -> None:
     [
         ({"defaultAction": "SCMP_ACT_NOTIFY"}, "defaultAction"),
         ({"defaultAction": "SCMP_ACT_ALLOW", "defaultErrnoRet": 70000}, "defaultErrnoRet"),
+        ({"defaultAction": "SCMP_ACT_ALLOW", "defaultErrnoRet": 1}, "defaultErrnoRet: only meaningful"),
+        ({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["x"], "action": "SCMP_ACT_LOG", "errnoRet": 1}]},
+         "syscalls[0].errnoRet"),
         ({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "rel/sock"}, "listenerPath"),
         ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": [], "action": "SCMP_ACT_LOG"}]}, "names"),
         ({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x",
