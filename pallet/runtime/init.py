@@ -97,7 +97,12 @@ def _compile_seccomp(boot: dict[str, Any]) -> Compiled | None:
         return None
     from pallet.runtime import seccomp  # only with a profile; like every import, before pivot_root
 
-    return seccomp.compile_filter(cfg)
+    if boot["mode"] == "exec":
+        return seccomp.compile_filter(cfg)
+    # the runtime's --root holds the container's state dir, which holds exec.fifo
+    return seccomp.compile_cached(
+        cfg, os.path.join(os.path.dirname(os.path.dirname(boot["fifo"])), ".seccomp")
+    )
 
 
 def stage1(sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: Compiled | None) -> None:

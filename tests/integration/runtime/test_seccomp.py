@@ -337,3 +337,20 @@ def test_exec_under_notify_sends_its_own_fd_and_pid(
     assert first["msg"]["pid"] == init_pid and first["msg"]["state"]["status"] == "created"
     assert second["msg"]["pid"] == int(pid_file.read_text()) != init_pid
     assert second["msg"]["state"]["id"] == cid and second["msg"]["state"]["status"] == "running"
+
+
+def test_compiled_filter_cache_is_private_and_survives_damage(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
+    prof = allow_all_but({"names": MKDIR, "action": "SCMP_ACT_ERRNO", "errnoRet": 30})
+    for i in range(2):
+        r = run(rt, bundle, f"{cid}-{i}", "mkdir /tmp/x", prof)
+        assert "Read-only file system" in r.stderr, r.stderr
+    cache = rt.root / ".seccomp"
+    (entry,) = cache.iterdir()
+    assert cache.stat().st_mode & 0o777 == 0o700 and entry.stat().st_mode & 0o777 == 0o600
+    entry.write_bytes(b"\x00garbage")  # a damaged entry is compiled afresh, never half-used
+    r = run(rt, bundle, f"{cid}-2", "mkdir /tmp/x", prof)
+    assert "Read-only file system" in r.stderr, r.stderr
+    cache.chmod(0o777)  # a directory others could write to is not trusted
+    r = run(rt, bundle, f"{cid}-3", "mkdir /tmp/x", prof)
+    assert "Read-only file system" in r.stderr, r.stderr
+    assert rt("list", "-q").stdout.split() == []
