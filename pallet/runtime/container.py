@@ -562,10 +562,11 @@ def _host_id(mappings: list[dict[str, int]] | None, container_id: int) -> int:
 
 
 def _release_init(fifo: str, pid: int) -> bytes:
-    """Open exec.fifo for reading, which releases the init blocked opening it for writing.
+    """Open exec.fifo for reading, which releases the init blocked opening it for writing; return
+    once the init has exec'd the program (its end of the fifo is close-on-exec: EOF means execve).
 
     A blocking open would hang forever if the init had died; instead wait on the fifo and on
-    a pidfd of the init together.
+    a pidfd of the init together until the init has written its byte.
     """
     from pallet.linux.syscalls import default
 
@@ -576,16 +577,21 @@ def _release_init(fifo: str, pid: int) -> bytes:
         except OSError:
             return b""
         try:
-            while True:
+            data = b""
+            while not data:
                 ready, _, _ = select.select([fd, pidfd], [], [])
                 if fd in ready:
                     data = os.read(fd, 1)
-                    if data:
-                        return data
-                if pidfd in ready:
-                    return os.read(fd, 1) if fd in select.select([fd], [], [], 0)[0] else b""
+                elif pidfd in ready:
+                    return os.read(fd, 1) if select.select([fd], [], [], 0)[0] else b""
         finally:
             os.close(pidfd)
+        # a fifo whose writer has connected reports EOF only when every writer is gone: at the init's
+        # execve, or its death
+        while True:
+            select.select([fd], [], [])
+            if os.read(fd, 64) == b"":
+                return data
     finally:
         os.close(fd)
 

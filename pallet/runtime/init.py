@@ -23,7 +23,7 @@ import termios
 
 from pallet.linux import syscalls as s
 from pallet.runtime import process, sync
-from pallet.runtime.rootfs import RootfsBuilder
+from pallet.runtime.rootfs import RootfsBuilder, idmapped_trees
 
 # typing and socket.py cost the init milliseconds at every start: annotations only
 TYPE_CHECKING = False
@@ -122,6 +122,9 @@ def stage1(sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: Compiled
     else:
         os.chdir(boot["bundle"])
         ns = boot["namespaces"]  # type -> path ("" means new)
+        # idmapped mounts are made here, with the host's privileges, before any user namespace: inside
+        # one, mount_setattr(MOUNT_ATTR_IDMAP) on a host filesystem is refused (runc makes them outside too)
+        boot["idmapped_trees"] = idmapped_trees(sysc, boot["spec"], boot["bundle"])
         if "user" in ns:
             if ns["user"]:
                 _join(sysc, "user", ns["user"])
@@ -224,7 +227,9 @@ def stage2_create(
     if boot.get("new_keyring"):
         _join_keyring(sysc, boot["container_id"])
     fifo_fd = os.open(boot["fifo"], os.O_PATH | os.O_CLOEXEC)
-    builder = RootfsBuilder(sysc, spec, boot["rootfs"], boot.get("cgroup_paths") or {})
+    builder = RootfsBuilder(
+        sysc, spec, boot["rootfs"], boot.get("cgroup_paths") or {}, boot.get("idmapped_trees") or {}
+    )
     if "mount" in ns:
         builder.prepare()
     sync.send(sock, {"type": "hooks"})
@@ -267,12 +272,14 @@ def stage2_create(
     sock.close()
     # blocks until `start` opens the fifo for reading (the create/start split)
     fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-    os.write(fd, b"0")
-    os.close(fd)
     os.close(fifo_fd)
+    os.write(fd, b"0")
+    # the fifo stays open, close-on-exec, until execve: `start` reads it to EOF, so it returns (and runs
+    # poststart hooks) only once the program runs, after the startContainer hooks
     _run_start_container_hooks(boot.get("start_container_hooks") or [], msg["state_json"])
     state = dict(msg["state"], status="created")
-    process.exec_process(sysc, proc, path, preserve | listener, _seccomp_loader(sysc, filt, state, host_pid))
+    keep = preserve | listener | {fd}
+    process.exec_process(sysc, proc, path, keep, _seccomp_loader(sysc, filt, state, host_pid))
 
 
 def _join_keyring(sysc: Any, container_id: str) -> None:

@@ -25,8 +25,6 @@ ROOT = "/sys/fs/cgroup" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") e
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(not os.path.exists(f"{ROOT}/cgroup.controllers"), reason="no cgroup2 mount"),
-    # the crun oracle moves hugetlb off this tree for a while: never at the same time as these tests
-    pytest.mark.xdist_group("cgroup-hugetlb"),
 ]
 
 
