@@ -109,6 +109,73 @@ def _make_target(path: str, is_dir: bool) -> None:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
 
 
+def idmapped_trees(sys: Any, spec: dict[str, Any], bundle: str) -> dict[int, int]:
+    """For each idmapped bind mount (by its index in spec["mounts"]), a detached copy of its source with
+    the mapping applied: open_tree(OPEN_TREE_CLONE), then mount_setattr(MOUNT_ATTR_IDMAP) with a user
+    namespace holding uidMappings/gidMappings. Made by the init's stage 1 on the host's side, before
+    any user namespace (the kernel wants privilege over the source's filesystem); stage 2 attaches
+    each with move_mount. On a failure, what was made is closed and the error names the mount."""
+    linux = spec.get("linux") or {}
+    trees: dict[int, int] = {}
+    try:
+        for i, m in enumerate(spec.get("mounts") or []):
+            options = m.get("options") or []
+            flags = mountopts.parse(options)[0]
+            is_bind = bool(flags & s.MS_BIND) or m.get("type") == "bind"
+            if not (is_bind and (m.get("uidMappings") or {"idmap", "ridmap"} & set(options))):
+                continue
+            source = m.get("source") or ""
+            src = source if os.path.isabs(source) else os.path.join(bundle, source)
+            if not os.path.exists(src):
+                raise RootfsError(f"bind mount source {src} does not exist")
+            if os.geteuid() != 0:
+                raise RootfsError(
+                    f"idmapped mount on {m['destination']}: needs a runtime run as root "
+                    "(mount_setattr wants privilege over the source's filesystem)"
+                )
+            uids = m.get("uidMappings") or linux.get("uidMappings")
+            gids = m.get("gidMappings") or linux.get("gidMappings")
+            if not uids or not gids:
+                raise RootfsError(
+                    f"idmapped mount on {m['destination']}: no uidMappings/gidMappings to apply"
+                )
+            trees[i] = _idmapped_tree(sys, src, m["destination"], uids, gids, options, bool(flags & s.MS_REC))
+    except BaseException:
+        for fd in trees.values():
+            os.close(fd)
+        raise
+    return trees
+
+
+def _idmapped_tree(
+    sys: Any, src: str, dest: str, uids: list[dict[str, int]], gids: list[dict[str, int]], options: list[str],
+    rec: bool,
+) -> int:  # fmt: skip
+    ns_fd = _userns_with_maps(sys, uids, gids)
+    try:
+        try:
+            tree: int = sys.open_tree(
+                s.AT_FDCWD, src, s.OPEN_TREE_CLONE | s.OPEN_TREE_CLOEXEC | (s.AT_RECURSIVE if rec else 0)
+            )
+        except OSError as e:
+            if e.errno == errno.ENOSYS:
+                raise RootfsError("idmapped mounts need Linux 5.12 or later (no open_tree here)") from e
+            raise RootfsError(f"idmapped mount of {src} on {dest}: {e.strerror}") from e
+        try:
+            sys.mount_setattr(
+                tree, "", s.AT_EMPTY_PATH | (s.AT_RECURSIVE if "ridmap" in options else 0),
+                s.MOUNT_ATTR_IDMAP, 0, 0, ns_fd,
+            )  # fmt: skip
+        except OSError as e:
+            os.close(tree)
+            raise RootfsError(
+                f"idmapped mount of {src} on {dest}: not supported for this filesystem ({os.strerror(e.errno or 0)})"
+            ) from e
+        return tree
+    finally:
+        os.close(ns_fd)
+
+
 def _userns_with_maps(sys: Any, uids: list[dict[str, int]], gids: list[dict[str, int]]) -> int:
     """An fd of a new user namespace with these maps: a child unshares it, we write its maps and keep
     /proc/CHILD/ns/user open, then the child exits (the namespace lives on through the fd)."""
@@ -120,7 +187,7 @@ def _userns_with_maps(sys: Any, uids: list[dict[str, int]], gids: list[dict[str,
             os.close(ready_r)
             os.close(go_w)
             sys.unshare(s.CLONE_NEWUSER)
-            # our pid as the mounted /proc counts it: the init may already be in a new pid namespace
+            # our pid as the mounted /proc counts it (the caller may be in another pid namespace)
             os.write(ready_w, os.readlink("/proc/self").encode())
             os.read(go_r, 1)
         finally:
@@ -132,8 +199,11 @@ def _userns_with_maps(sys: Any, uids: list[dict[str, int]], gids: list[dict[str,
         if not seen.isdigit():
             raise RootfsError("idmapped mount: could not create a user namespace for the mapping")
         for kind, maps in (("uid", uids), ("gid", gids)):
-            with open(f"/proc/{seen.decode()}/{kind}_map", "w") as f:
-                f.write("".join(f"{x['containerID']} {x['hostID']} {x['size']}\n" for x in maps))
+            try:
+                with open(f"/proc/{seen.decode()}/{kind}_map", "w") as f:
+                    f.write("".join(f"{x['containerID']} {x['hostID']} {x['size']}\n" for x in maps))
+            except OSError as e:
+                raise RootfsError(f"idmapped mount: cannot write its {kind}_map: {e.strerror}") from e
         return os.open(f"/proc/{seen.decode()}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(ready_r)
@@ -144,8 +214,16 @@ def _userns_with_maps(sys: Any, uids: list[dict[str, int]], gids: list[dict[str,
 class RootfsBuilder:
     """Builds one container's rootfs; `sys` is the syscall seam."""
 
-    def __init__(self, sys: Any, spec: dict[str, Any], rootfs: str, cgroup_paths: dict[str, str]) -> None:
+    def __init__(
+        self,
+        sys: Any,
+        spec: dict[str, Any],
+        rootfs: str,
+        cgroup_paths: dict[str, str],
+        idmapped: dict[int, int] | None = None,
+    ) -> None:
         self.sys = sys
+        self.idmapped = dict(idmapped or {})  # mount index -> detached idmapped tree (idmapped_trees)
         self.spec = spec
         self.rootfs = rootfs
         self.linux = spec.get("linux") or {}
@@ -162,8 +240,8 @@ class RootfsBuilder:
         self.sys.mount(None, "/", None, prop)
         self._make_parent_private(self.rootfs)
         self.sys.mount(self.rootfs, self.rootfs, None, s.MS_BIND | s.MS_REC)
-        for m in self.spec.get("mounts") or []:
-            self.mount_one(m)
+        for i, m in enumerate(self.spec.get("mounts") or []):
+            self.mount_one(m, self.idmapped.pop(i, None))
         if "mount" in self.ns_types:
             self.create_devices()
 
@@ -185,16 +263,16 @@ class RootfsBuilder:
                     best = mp
         return best
 
-    def mount_one(self, m: dict[str, Any]) -> None:
+    def mount_one(self, m: dict[str, Any], tree: int | None = None) -> None:
         try:
-            self._mount_one(m)
+            self._mount_one(m, tree)
         except OSError as e:
             what = m.get("type") or "bind"
             raise RootfsError(
                 f"mount {what} {m.get('source') or ''} on {m['destination']}: {e.strerror}"
             ) from e
 
-    def _mount_one(self, m: dict[str, Any]) -> None:
+    def _mount_one(self, m: dict[str, Any], tree: int | None) -> None:
         dest = m["destination"]
         if not os.path.isabs(dest):
             dest = "/" + dest  # runc accepts relative destinations as relative to /
@@ -222,8 +300,15 @@ class RootfsBuilder:
         else:
             _make_target(target, True)
         with _checked_path(self.rootfs, target) as at:
-            if is_bind and (m.get("uidMappings") or {"idmap", "ridmap"} & set(options)):
-                self._idmapped_bind(src, at, m, options, bool(flags & s.MS_REC))
+            if tree is not None:
+                # the idmapped copy made before the user namespace (idmapped_trees), attached here
+                try:
+                    to_fd = int(at.rsplit("/", 1)[1])
+                    self.sys.move_mount(
+                        tree, "", to_fd, "", s.MOVE_MOUNT_F_EMPTY_PATH | s.MOVE_MOUNT_T_EMPTY_PATH
+                    )
+                finally:
+                    os.close(tree)
             elif is_bind:
                 self.sys.mount(src, at, None, s.MS_BIND | (flags & s.MS_REC))
             else:
@@ -268,42 +353,6 @@ class RootfsBuilder:
             raise RootfsError(
                 f"mount destination {dest}: resolves to {inside}, inside /proc, which is refused"
             )
-
-    def _idmapped_bind(self, src: str, at: str, m: dict[str, Any], options: list[str], rec: bool) -> None:
-        """A bind mount whose files' owners are shifted by uidMappings/gidMappings: open_tree a detached
-        copy, mount_setattr(MOUNT_ATTR_IDMAP) with a user namespace holding the maps, move_mount it."""
-        uids = m.get("uidMappings") or self.linux.get("uidMappings")
-        gids = m.get("gidMappings") or self.linux.get("gidMappings")
-        if not uids or not gids:
-            raise RootfsError(f"idmapped mount on {m['destination']}: no uidMappings/gidMappings to apply")
-        ns_fd = _userns_with_maps(self.sys, uids, gids)
-        try:
-            tree = self.sys.open_tree(
-                s.AT_FDCWD, src, s.OPEN_TREE_CLONE | s.OPEN_TREE_CLOEXEC | (s.AT_RECURSIVE if rec else 0)
-            )
-        except OSError as e:
-            os.close(ns_fd)
-            if e.errno == errno.ENOSYS:
-                raise RootfsError("idmapped mounts need Linux 5.12 or later (no open_tree here)") from e
-            raise
-        try:
-            try:
-                self.sys.mount_setattr(
-                    tree, "", s.AT_EMPTY_PATH | (s.AT_RECURSIVE if "ridmap" in options else 0),
-                    s.MOUNT_ATTR_IDMAP, 0, 0, ns_fd,
-                )  # fmt: skip
-            except OSError as e:
-                if e.errno in (errno.EINVAL, errno.EPERM, errno.ENOSYS):
-                    raise RootfsError(
-                        f"idmapped mount of {src} on {m['destination']}: not supported for this filesystem "
-                        f"or kernel ({os.strerror(e.errno)})"
-                    ) from e
-                raise
-            to_fd = int(at.rsplit("/", 1)[1])
-            self.sys.move_mount(tree, "", to_fd, "", s.MOVE_MOUNT_F_EMPTY_PATH | s.MOVE_MOUNT_T_EMPTY_PATH)
-        finally:
-            os.close(tree)
-            os.close(ns_fd)
 
     def _remount(self, at: str, flags: int) -> None:
         """Remount keeping the locked flags the kernel insists on (nodev/nosuid/noexec set by a userns)."""

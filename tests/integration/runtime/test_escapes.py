@@ -321,3 +321,27 @@ def test_idmapped_mount_where_the_filesystem_cannot(rt: RuntimeCLI, bundle: Path
                         "uidMappings": maps, "gidMappings": maps})  # fmt: skip
     sh(bundle, "true")
     refused(rt, bundle, cid, "idmapped mount of /sys/kernel on /k", "not supported")
+
+
+def test_idmapped_mount_into_a_user_namespace(rt: RuntimeCLI, bundle: Path, cid: str, workdir: Path) -> None:
+    # the common case: host files owned by root show up owned by the container's root, not by nobody
+    src = workdir / "idsrc"
+    src.mkdir()
+    (src / "f").write_text("x")
+    rng = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    for d in ("plain", "idm"):  # the rootfs belongs to the host's root: the container's cannot mkdir there
+        (bundle / "rootfs" / d).mkdir()
+    c, save = edit_config(bundle)
+    c["linux"]["namespaces"].append({"type": "user"})
+    c["linux"]["uidMappings"] = c["linux"]["gidMappings"] = rng
+    c["mounts"] += [
+        {"destination": "/plain", "type": "bind", "source": str(src), "options": ["bind"]},
+        {"destination": "/idm", "type": "bind", "source": str(src), "options": ["bind"],
+         "uidMappings": rng, "gidMappings": rng},
+    ]  # fmt: skip
+    save()
+    sh(bundle, "stat -c '%u %g' /plain/f /idm/f; echo hi > /idm/f && cat /idm/f")
+    out = rt("run", "--bundle", str(bundle), cid).stdout.split("\n")
+    assert out[:3] == ["65534 65534", "0 0", "hi"], out
+    st = (src / "f").stat()
+    assert (st.st_uid, st.st_gid) == (0, 0) and (src / "f").read_text() == "hi\n"

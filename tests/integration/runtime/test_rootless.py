@@ -225,3 +225,21 @@ def test_rootless_cgroup_hierarchy_is_read_only_cve_2023_25809(
         assert "ro" in opts.split(","), (mp, opts, r.stderr)
     for d in Path("/sys/fs/cgroup").iterdir():
         assert not (d / "escape").exists(), d
+
+
+def test_rootless_idmapped_mount_is_a_clear_error(user: User, busybox_rootfs: Path, token: str) -> None:
+    # mount_setattr(MOUNT_ATTR_IDMAP) wants privilege over the source's filesystem, which a user lacks
+    b = _bundle(user, busybox_rootfs, multi=False)
+    src = user.home / "src"
+    src.mkdir()
+    os.chown(src, user.uid, user.gid)
+    cfg = json.loads((b / "config.json").read_text())
+    own = [{"containerID": 0, "hostID": user.uid, "size": 1}]
+    cfg["mounts"].append({"destination": "/idm", "type": "bind", "source": str(src), "options": ["bind"],
+                          "uidMappings": own, "gidMappings": [{"containerID": 0, "hostID": user.gid, "size": 1}]})  # fmt: skip
+    (b / "config.json").write_text(json.dumps(cfg))
+    r = user.run("run", "--bundle", str(b), token, check=False)
+    assert r.returncode != 0
+    assert len(r.stderr.strip().splitlines()) == 1 and "needs a runtime run as root" in r.stderr, r.stderr
+    assert not (user.root / token).exists()
+    assert find_leaks(token) == []
