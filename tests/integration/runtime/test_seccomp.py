@@ -354,3 +354,16 @@ def test_compiled_filter_cache_is_private_and_survives_damage(rt: RuntimeCLI, bu
     r = run(rt, bundle, f"{cid}-3", "mkdir /tmp/x", prof)
     assert "Read-only file system" in r.stderr, r.stderr
     assert rt("list", "-q").stdout.split() == []
+
+
+def test_unreachable_listener_is_one_clear_error(
+    rt: RuntimeCLI, bundle: Path, cid: str, workdir: Path
+) -> None:
+    prof = allow_all_but(
+        {"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}, listenerPath=str(workdir / "nobody.sock")
+    )
+    r = run(rt, bundle, cid, "true", prof)
+    assert r.returncode != 0
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "linux.seccomp.listenerPath" in err and "nobody.sock" in err, err
+    assert not (rt.root / cid).exists() and rt("list", "-q").stdout.split() == []
