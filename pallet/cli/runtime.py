@@ -438,22 +438,24 @@ def cmd_spec(rt: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_features(rt: Any, args: argparse.Namespace) -> int:
+    from pallet.linux.syscalls import default
     from pallet.oci.runtime_spec import HOOK_KINDS
-    from pallet.runtime import caps, mountopts
+    from pallet.runtime import caps, mountopts, seccomp
     from pallet.runtime.init import NS_FLAGS
 
     features = {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
         "hooks": list(HOOK_KINDS),
-        "mountOptions": sorted(set(mountopts.FLAGS) | set(mountopts.PROPAGATION)),
+        "mountOptions": sorted(set(mountopts.FLAGS) | set(mountopts.PROPAGATION) | set(mountopts.RECURSIVE)),
         "linux": {
             "namespaces": sorted(NS_FLAGS),
             "capabilities": caps.NAMES[: caps.last_cap() + 1],
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": False},
+            "seccomp": seccomp.features(default()),
             "apparmor": {"enabled": os.path.exists("/sys/kernel/security/apparmor")},
-            "selinux": {"enabled": False},
-            "mountExtensions": {"idmap": {"enabled": False}},
+            "selinux": {"enabled": os.path.exists("/sys/fs/selinux/enforce")},
+            "mountExtensions": {"idmap": {"enabled": True}},
         },
         "annotations": {"org.opencontainers.runtime-spec.features": "pallet-runtime"},
     }

@@ -17,9 +17,10 @@ def hugetlb_off_cgroup2(workdir: Path) -> Iterator[None]:
     controller as a v1 hierarchy moves it off cgroup2; unmounting the emptied hierarchy moves it back.
     Host-wide: callers keep anything that needs hugetlb on cgroup2 from running meanwhile."""
     on_cgroup2 = UNIFIED_CONTROLLERS.exists() and "hugetlb" in UNIFIED_CONTROLLERS.read_text().split()
-    mnt = workdir / "hugetlb-v1"
+    # named for the controller: runc takes a v1 mount's base name for the subsystem it mounts in containers
+    mnt = workdir / "hugetlb-v1" / "hugetlb"
     if on_cgroup2:
-        mnt.mkdir()
+        mnt.mkdir(parents=True)
         subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(mnt)], check=True)
     try:
         yield
