@@ -139,58 +139,9 @@ class Runtime:
         Returns the state, its directory, and the pty master fd when the caller relays the console.
         On any failure nothing is left behind: process, cgroup and state directory are removed.
         """
-        runtime_spec.validate_id(req.container_id)
-        bundle = os.path.abspath(req.bundle)
-        spec = runtime_spec.load(bundle)
-        proc = spec.get("process")
-        if proc is None:
-            raise InvalidArgument("config.json: process: missing (the container's process)")
-        rootfs = spec["root"]["path"]
-        rootfs = os.path.normpath(rootfs if os.path.isabs(rootfs) else os.path.join(bundle, rootfs))
-        if not os.path.isdir(rootfs):
-            raise InvalidArgument(f"config.json: root.path: {rootfs}: no such directory")
-        sets = caps.parse(proc.get("capabilities"))
-        caps.check_grantable(sets, caps.host_bounding_set())
-        _check_lsm(proc)
-        if proc.get("terminal") and not req.console_socket and not req.foreground_console:
-            raise InvalidArgument(
-                "process.terminal is true but no --console-socket was given to receive the console"
-            )
-        if req.console_socket and not proc.get("terminal"):
-            raise InvalidArgument("--console-socket was given but process.terminal is false")
+        bundle, spec, rootfs, namespaces = self._preflight(req)
         linux = spec.get("linux") or {}
-        namespaces = {n["type"]: n.get("path") or "" for n in linux.get("namespaces") or []}
-        for t, path in namespaces.items():
-            if path and not os.path.exists(path):
-                raise InvalidArgument(
-                    f"config.json: linux.namespaces: {t} namespace path {path}: no such file"
-                )
-        if (
-            "user" in namespaces
-            and not namespaces["user"]
-            and not (linux.get("uidMappings") and linux.get("gidMappings"))
-        ):
-            raise InvalidArgument(
-                "config.json: linux.uidMappings and gidMappings are required with a new user namespace"
-            )
-        if self.opts.systemd_cgroup and not os.path.isdir("/run/systemd/system"):
-            raise FailedPrecondition(
-                "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); use the cgroupfs driver"
-            )
         rootless = os.geteuid() != 0
-        if rootless and "user" in namespaces and not namespaces["user"]:
-            from pallet.runtime.userns import check_rootless_mappings
-
-            check_rootless_mappings(linux)  # a map we may not write fails here, before anything exists
-        if linux.get("resources") is not None or linux.get("devices"):
-            from pallet.runtime.cgroups import validate_resources
-
-            validate_resources(_cgroup_resources(linux))  # before anything exists: a bad value leaves nothing
-        for fd in range(3, 3 + req.preserve_fds):
-            try:
-                os.fstat(fd)
-            except OSError:
-                raise InvalidArgument(f"--preserve-fds {req.preserve_fds}: fd {fd} is not open") from None
 
         sd = StateDir(self.opts.root, req.container_id)
         sd.create()
@@ -199,14 +150,13 @@ class Runtime:
             bundle=bundle,
             rootfs=rootfs,
             created=now_rfc3339(),
-            owner="" if not rootless else str(os.geteuid()),
+            owner=_owner_name(),
             annotations=spec.get("annotations") or {},
             cgroups_path=linux.get("cgroupsPath"),
             systemd_cgroup=self.opts.systemd_cgroup,
             rootless=rootless,
             config=spec,
         )
-        st.owner = _owner_name()
         mgr = None
         init_pid = 0
         stage1 = 0
@@ -302,6 +252,64 @@ class Runtime:
             if sock is not None:
                 sock.close()
             sd.unlock()
+
+    def _preflight(self, req: CreateRequest) -> tuple[str, dict[str, Any], str, dict[str, str]]:
+        """Every check that needs no state: a bad config fails here, before anything exists.
+
+        Returns the bundle, the spec, the rootfs path and the namespaces (type -> path, "" for new).
+        """
+        runtime_spec.validate_id(req.container_id)
+        bundle = os.path.abspath(req.bundle)
+        spec = runtime_spec.load(bundle)
+        proc = spec.get("process")
+        if proc is None:
+            raise InvalidArgument("config.json: process: missing (the container's process)")
+        rootfs = spec["root"]["path"]
+        rootfs = os.path.normpath(rootfs if os.path.isabs(rootfs) else os.path.join(bundle, rootfs))
+        if not os.path.isdir(rootfs):
+            raise InvalidArgument(f"config.json: root.path: {rootfs}: no such directory")
+        sets = caps.parse(proc.get("capabilities"))
+        caps.check_grantable(sets, caps.host_bounding_set())
+        _check_lsm(proc)
+        if proc.get("terminal") and not req.console_socket and not req.foreground_console:
+            raise InvalidArgument(
+                "process.terminal is true but no --console-socket was given to receive the console"
+            )
+        if req.console_socket and not proc.get("terminal"):
+            raise InvalidArgument("--console-socket was given but process.terminal is false")
+        linux = spec.get("linux") or {}
+        namespaces = {n["type"]: n.get("path") or "" for n in linux.get("namespaces") or []}
+        for t, path in namespaces.items():
+            if path and not os.path.exists(path):
+                raise InvalidArgument(
+                    f"config.json: linux.namespaces: {t} namespace path {path}: no such file"
+                )
+        if (
+            "user" in namespaces
+            and not namespaces["user"]
+            and not (linux.get("uidMappings") and linux.get("gidMappings"))
+        ):
+            raise InvalidArgument(
+                "config.json: linux.uidMappings and gidMappings are required with a new user namespace"
+            )
+        if self.opts.systemd_cgroup and not os.path.isdir("/run/systemd/system"):
+            raise FailedPrecondition(
+                "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); use the cgroupfs driver"
+            )
+        if os.geteuid() != 0 and "user" in namespaces and not namespaces["user"]:
+            from pallet.runtime.userns import check_rootless_mappings
+
+            check_rootless_mappings(linux)  # a map we may not write fails here, before anything exists
+        if linux.get("resources") is not None or linux.get("devices"):
+            from pallet.runtime.cgroups import validate_resources
+
+            validate_resources(_cgroup_resources(linux))  # before anything exists: a bad value leaves nothing
+        for fd in range(3, 3 + req.preserve_fds):
+            try:
+                os.fstat(fd)
+            except OSError:
+                raise InvalidArgument(f"--preserve-fds {req.preserve_fds}: fd {fd} is not open") from None
+        return bundle, spec, rootfs, namespaces
 
     def _open_cgroup(self, st: State) -> Any:
         from pallet.runtime.cgroups import open_manager
