@@ -15,7 +15,13 @@ from typing import Any, NoReturn
 
 from pallet.errors import PalletError
 
-COMMAND_MODULES = ["pallet.cli.images", "pallet.cli.registry", "pallet.cli.containers"]
+COMMAND_MODULES = [
+    "pallet.cli.images",
+    "pallet.cli.registry",
+    "pallet.cli.containers",
+    "pallet.cli.networks",
+    "pallet.cli.volumes",
+]
 EXIT_ENGINE = 125
 EXIT_USAGE = 1
 

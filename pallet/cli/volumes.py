@@ -1,0 +1,148 @@
+"""Volume verbs: ``volume create|ls|inspect|rm|prune``, docker's flags and output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pallet.cli.format import human_size, print_rows, render
+from pallet.errors import InvalidArgument, PalletError
+
+LS_TABLE = "table {{.Driver}}\t{{.Name}}"
+LS_HEADERS = {"Driver": "DRIVER", "Name": "VOLUME NAME", "Mountpoint": "MOUNTPOINT", "Labels": "LABELS"}
+
+
+def _volumes(ctx: Any) -> Any:
+    from pallet.engine.volumes import Volumes
+
+    return Volumes(ctx.root)
+
+
+def _kv(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        k, _, v = item.partition("=")
+        if not k:
+            raise InvalidArgument(f'invalid argument "{item}" for "{flag}" flag')
+        out[k] = v
+    return out
+
+
+def cmd_create(ctx: Any, args: argparse.Namespace) -> int:
+    name = args.name or args.name_opt or ""
+    v = _volumes(ctx).create(name, _kv(args.label, "--label"), args.driver, _kv(args.opt, "--opt"))
+    print(v["Name"])
+    return 0
+
+
+def _row(v: dict[str, Any]) -> dict[str, Any]:
+    return v | {"Labels": ",".join(f"{k}={x}" for k, x in v["Labels"].items()), "Scope": "local"}
+
+
+def cmd_ls(ctx: Any, args: argparse.Namespace) -> int:
+    vols = _volumes(ctx)
+    rows = vols.all()
+    for f in args.filter:
+        k, eq, val = f.partition("=")
+        if k == "dangling" and eq:
+            want = val.lower() in ("true", "1")
+            rows = [v for v in rows if (not vols.users(v["Name"])) == want]
+        elif k == "name" and eq:
+            rows = [v for v in rows if val in v["Name"]]
+        elif k == "label" and eq:
+            lk, leq, lv = val.partition("=")
+            rows = [v for v in rows if lk in v["Labels"] and (not leq or v["Labels"][lk] == lv)]
+        elif k == "driver" and eq:
+            rows = [v for v in rows if v["Driver"] == val]
+        else:
+            raise InvalidArgument(f"invalid filter '{f}'")
+    if args.quiet:
+        for v in rows:
+            print(v["Name"])
+        return 0
+    sys.stdout.write(print_rows(args.format, LS_TABLE, LS_HEADERS, [_row(v) for v in rows]))
+    return 0
+
+
+def cmd_inspect(ctx: Any, args: argparse.Namespace) -> int:
+    vols = _volumes(ctx)
+    out, failed = [], 0
+    for name in args.volumes:
+        try:
+            v = vols.get(name)
+            v.pop("Anonymous")
+            out.append(v)
+        except PalletError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            failed = 1
+    if args.format:
+        for v in out:
+            print(render(args.format, v))
+    else:
+        print(json.dumps(out, indent=4))
+    return failed
+
+
+def cmd_rm(ctx: Any, args: argparse.Namespace) -> int:
+    vols = _volumes(ctx)
+    failed = 0
+    for name in args.volumes:
+        try:
+            vols.remove(name, args.force)
+            print(name)
+        except PalletError as e:
+            if args.force and "no such volume" in str(e):
+                continue
+            print(f"Error response from daemon: {e}", file=sys.stderr)
+            failed = 1
+    return failed
+
+
+def cmd_prune(ctx: Any, args: argparse.Namespace) -> int:
+    if not args.force:
+        print("WARNING! This will remove anonymous local volumes not used by at least one container.")
+        if input("Are you sure you want to continue? [y/N] ").strip().lower() not in ("y", "yes"):
+            return 0
+    gone, freed = _volumes(ctx).prune(
+        args.all, [f.partition("=")[2] for f in args.filter if f.startswith("label=")]
+    )
+    if gone:
+        print("Deleted Volumes:\n" + "\n".join(gone) + "\n")
+    print(f"Total reclaimed space: {human_size(freed) if freed else '0B'}")
+    return 0
+
+
+def _verb(
+    sub: Any, name: str, func: Any, help: str, aliases: list[str] | None = None
+) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, aliases=aliases or [])
+    p.set_defaults(func=func)
+    return p
+
+
+def register(sub: Any) -> None:
+    vol = sub.add_parser("volume", help="manage volumes")
+    vol.set_defaults(help_parser=vol)
+    vsub = vol.add_subparsers(dest="volume_command", metavar="COMMAND", parser_class=type(vol))
+    p = _verb(vsub, "create", cmd_create, "create a volume")
+    p.add_argument("-d", "--driver", default="local")
+    p.add_argument("--label", action="append", default=[])
+    p.add_argument("-o", "--opt", action="append", default=[])
+    p.add_argument("--name", dest="name_opt")
+    p.add_argument("name", nargs="?")
+    p = _verb(vsub, "ls", cmd_ls, "list volumes", ["list"])
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-f", "--filter", action="append", default=[])
+    p.add_argument("--format")
+    p = _verb(vsub, "inspect", cmd_inspect, "display detailed information on volumes")
+    p.add_argument("-f", "--format")
+    p.add_argument("volumes", nargs="+", metavar="VOLUME")
+    p = _verb(vsub, "rm", cmd_rm, "remove volumes", ["remove"])
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("volumes", nargs="+", metavar="VOLUME")
+    p = _verb(vsub, "prune", cmd_prune, "remove unused local volumes")
+    p.add_argument("-a", "--all", action="store_true", help="named volumes too, not only anonymous ones")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("--filter", action="append", default=[])

@@ -1,0 +1,76 @@
+"""Network namespaces as files, as ``ip netns add`` makes them: a child unshares CLONE_NEWNET, brings
+``lo`` up and bind-mounts its /proc/self/ns/net onto a file, so the namespace lives without a process.
+The child is forked: a thread would move the whole process's view of the network (setns is per task
+but CPython's other threads and the fds they open would see it).
+"""
+
+from __future__ import annotations
+
+import os
+
+from pallet.linux import syscalls
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+
+
+def _lo_up() -> None:
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | 1))
+
+
+def create(path: str) -> None:
+    """A new network namespace pinned at ``path`` (a regular file made here), with lo up."""
+    import fcntl  # noqa: F401  (imported before fork: after fork, nothing clever)
+    import socket  # noqa: F401
+    import struct  # noqa: F401
+
+    sc = syscalls.default()
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    os.close(fd)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            sc.unshare(syscalls.CLONE_NEWNET)
+            _lo_up()
+            sc.mount("/proc/self/ns/net", path, None, syscalls.MS_BIND)
+            code = 0
+        except OSError as e:
+            os.write(w, str(e).encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        err = f.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        os.unlink(path)
+        raise OSError(f"cannot create network namespace {path}: {err or 'child failed'}")
+
+
+def delete(path: str) -> None:
+    """Unmount and remove a namespace file; idempotent (an unmounted or absent file is fine)."""
+    sc = syscalls.default()
+    try:
+        sc.umount2(path, syscalls.MNT_DETACH)
+    except OSError:
+        pass
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def is_mounted(path: str) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
