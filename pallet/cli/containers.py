@@ -251,7 +251,7 @@ def cmd_run(ctx: Any, args: argparse.Namespace) -> int:
             return 0
         code = _start_attached(eng, rec, args.interactive, args.tty, remover=args.rm)
         if args.rm and code is not None:
-            _quiet_rm(eng, rec.id)
+            eng.remove(rec.id, force=True, volumes=True, exited=True)
         return 0 if code is None else code
     except StartError as e:
         _err(str(e))

@@ -47,12 +47,15 @@ def now_rfc3339() -> str:
     return timestamp()
 
 
-def _atomic_write(path: Path, data: str | bytes) -> None:
+def _atomic_write(path: Path, data: str | bytes, durable: bool = True) -> None:
+    """temp + (fsync) + rename; ``durable=False`` for files made again at every start (config.json,
+    monitor.cfg), where a crash can cost nothing that the next start does not rewrite."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -81,6 +84,15 @@ class Engine:
         self.storage_driver = storage_driver
         self.store = ContainerStore(self.root / "engine" / "containers.db")
         self._images: Any = None
+        self._networks: Any = None
+
+    @property
+    def networks(self) -> Any:
+        if self._networks is None:
+            from pallet.engine.network.manager import Networks
+
+            self._networks = Networks(self.root, self.runroot)
+        return self._networks
 
     @property
     def images(self) -> Any:
@@ -100,6 +112,8 @@ class Engine:
         self.store.close()
         if self._images is not None:
             self._images.close()
+        if self._networks is not None:
+            self._networks.close()
 
     # -- paths ---------------------------------------------------------------------------------
     def cdir(self, cid: str) -> Path:
@@ -198,6 +212,7 @@ class Engine:
             _atomic_write(d / "resolv.conf", _resolv_conf(host.get("NetworkMode") or "none"))
             self.images.prepare(cid, str(image.id))
             mounts = self._volumes(cid, cfg, host)
+            self.networks.attach(cid, rec.name, d, cfg, host)
             self.store.update_config(
                 cid, lambda c: c.update(Mounts=mounts), lambda s: s.pop("Incomplete", None)
             )
@@ -209,48 +224,14 @@ class Engine:
         return rec
 
     def _volumes(self, cid: str, cfg: dict[str, Any], host: dict[str, Any]) -> list[dict[str, Any]]:
-        """Binds (-v /host:/ctr[:ro]) and anonymous volumes (-v /ctr, the image's VOLUME) as docker's Mounts."""
-        out: list[dict[str, Any]] = []
-        targets = set()
-        for v in host.get("Binds") or []:
-            parts = v.split(":")
-            if len(parts) == 1:
-                source, target, mode = "", parts[0], ""
-            else:
-                source, target, mode = parts[0], parts[1], parts[2] if len(parts) > 2 else ""
-            if not target.startswith("/"):
-                raise InvalidArgument(f"invalid volume specification: '{v}'")
-            if source and not source.startswith("/"):
-                raise InvalidArgument(
-                    f"invalid volume specification: '{v}': named volumes need the volume issue"
-                )
-            out.append(self._mount(cid, source, target, mode == "ro"))
-            targets.add(target)
-        for target in cfg.get("Volumes") or {}:
-            if target not in targets:
-                out.append(self._mount(cid, "", target, False))
-        return out
+        """docker's Mounts from -v, --mount, --volumes-from and the image's VOLUME (pallet.engine.volumes)."""
+        from pallet.engine.volumes import Volumes
 
-    def _mount(self, cid: str, source: str, target: str, ro: bool) -> dict[str, Any]:
-        if source:
-            if not os.path.exists(source):
-                raise InvalidArgument(
-                    f'invalid mount config for type "bind": bind source path does not exist: {source}'
-                )
-            return {
-                "Type": "bind",
-                "Source": source,
-                "Destination": target,
-                "Target": target,
-                "ReadOnly": ro,
-                "RW": not ro,
-            }
-        name = secrets.token_hex(32)
-        data = self.root / "volumes" / name / "_data"
-        data.mkdir(parents=True)
-        (data.parent / "owner").write_text(cid)
-        return {"Type": "volume", "Name": name, "Source": str(data), "Destination": target, "Target": target,
-                "ReadOnly": ro, "RW": not ro}  # fmt: skip
+        others = []
+        for ref in host.get("VolumesFrom") or []:
+            name, _, mode = ref.partition(":")
+            others.append({"Mounts": self.get(name).config.get("Mounts") or [], "Mode": mode})
+        return Volumes(self.root).mounts(cfg, host, others)
 
     # -- start ---------------------------------------------------------------------------------
     def _ns_pids(self, host: dict[str, Any]) -> dict[str, int]:
@@ -263,6 +244,16 @@ class Engine:
                     raise FailedPrecondition(f"cannot join container {other.name}: it is not running")
                 out[mode] = int(other.state.get("Pid", 0))
         return out
+
+    def _sandbox(self, host: dict[str, Any], rec: Record) -> str:
+        """The network namespace to join: ours, or with --network container:NAME that container's."""
+        mode = host.get("NetworkMode") or ""
+        if not mode.startswith("container:"):
+            return str(self.networks.sandbox_key(rec.id))
+        other = self.get(mode.split(":", 1)[1])
+        if other.status != "running":
+            raise FailedPrecondition(f"cannot join the network of container {other.name}: it is not running")
+        return str(self.networks.sandbox_key(other.id) or f"/proc/{other.state.get('Pid', 0)}/ns/net")
 
     def _mount_rootfs(self, rec: Record) -> Path:
         from pallet.image.mount import is_mountpoint, mount_all
@@ -294,11 +285,14 @@ class Engine:
         rootfs = self._mount_rootfs(rec)
         d = self.cdir(rec.id)
         try:
-            host_with_mounts = host | {"Mounts": rec.config.get("Mounts") or []}
+            from pallet.engine.volumes import copy_up
+
+            copy_up(rootfs, rec.config.get("Mounts") or [])
+            host_with_mounts = host | {"Mounts": rec.config.get("Mounts") or [], "SandboxKey": self._sandbox(host, rec)}
             oci = spec.generate(
                 rec.id, cfg | {"Name": rec.name}, host_with_mounts, rootfs, d, self._ns_pids(host)
             )
-            _atomic_write(d / "config.json", json.dumps(oci, indent=1))
+            _atomic_write(d / "config.json", json.dumps(oci, indent=1), durable=False)
             rdir = self.rdir(rec.id)
             rdir.mkdir(parents=True, exist_ok=True)
             log_opts = host.get("LogConfig", {}).get("Config", {})
@@ -330,7 +324,7 @@ class Engine:
                 "name": rec.name,
                 "image": str(cfg.get("Image", "")),
             }
-            _atomic_write(d / "monitor.cfg", marshal.dumps(mcfg))
+            _atomic_write(d / "monitor.cfg", marshal.dumps(mcfg), durable=False)
             sync = self._spawn_monitor(str(d / "monitor.cfg"), str(rdir / "monitor.err"))
             line = _readline(sync)
             if not line.startswith("created "):
@@ -433,12 +427,12 @@ class Engine:
         return int(rec.state.get("ExitCode", 0))
 
     # -- remove --------------------------------------------------------------------------------
-    def remove(
-        self, ref: str, force: bool = False, volumes: bool = False, from_monitor: bool = False
-    ) -> Record:
+    def remove(self, ref: str, force: bool = False, volumes: bool = False, exited: bool = False) -> Record:
+        """docker rm; ``exited``: the caller saw the container exit (its monitor, or the CLI of a
+        foreground ``run --rm``), so whatever the record still says, there is nothing to stop."""
         rec = self.get(ref)
         st = self.status(rec)
-        if st in ("running", "paused", "restarting") and not from_monitor:
+        if st in ("running", "paused", "restarting") and not exited:
             if not force:
                 verb = "running" if st != "paused" else "paused"
                 raise Conflict(
@@ -465,13 +459,15 @@ class Engine:
         if runtime and os.path.isdir(os.path.join(runtime[runtime.index("--root") + 1], cid)):
             self._runtime(rec, "delete", "--force", cid, check=False)
         self._unmount_rootfs(cid)
+        self.networks.detach(cid)
         try:
             self.images.snapshots.remove(cid)
         except NotFound:
             pass
-        for m in rec.config.get("Mounts") or []:
-            if m.get("Type") == "volume" and volumes:
-                shutil.rmtree(Path(m["Source"]).parent, ignore_errors=True)
+        if volumes:
+            from pallet.engine.volumes import Volumes
+
+            Volumes(self.root).release(cid, rec.config.get("Mounts") or [])
         shutil.rmtree(self.cdir(cid), ignore_errors=True)
         shutil.rmtree(self.rdir(cid), ignore_errors=True)
         self.store.delete(cid)
@@ -571,7 +567,7 @@ class Engine:
             uid, gid, _, _ = spec.resolve_user(self.cdir(rec.id) / "rootfs", opts["user"])
             argv += ["-u", f"{uid}:{gid}"]
         if opts.get("privileged"):
-            for c in spec.ALL_CAPS:
+            for c in spec.host_caps():
                 argv += ["--cap", c]
         return argv
 

@@ -77,6 +77,17 @@ def parse_signal(text: str) -> int:
         raise InvalidArgument(f"Invalid signal: {text}") from None
 
 
+def host_caps() -> list[str]:
+    """Every capability in our bounding set (ALL_CAPS is in kernel number order): --privileged gives
+    what the engine can give, as a host without, say, CAP_SYS_RESOURCE cannot grant it to anyone."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                mask = int(line.split()[1], 16)
+                return [c for i, c in enumerate(ALL_CAPS) if mask >> i & 1]
+    return list(ALL_CAPS)
+
+
 def _cap(name: str) -> str:
     n = name.upper()
     return n if n.startswith("CAP_") else "CAP_" + n
@@ -85,14 +96,14 @@ def _cap(name: str) -> str:
 def capabilities(add: list[str], drop: list[str], privileged: bool) -> list[str]:
     """docker's rule: start from the defaults (or all with --privileged); ALL in drop or add wins first."""
     if privileged:
-        return list(ALL_CAPS)
+        return host_caps()
     adds, drops = [_cap(c) for c in add], [_cap(c) for c in drop]
     for c in adds + drops:
         if c != "CAP_ALL" and c not in ALL_CAPS:
             raise InvalidArgument(f'unknown capability: "{c}"')
     caps = [] if "CAP_ALL" in drops else default_caps()
     if "CAP_ALL" in adds:
-        caps = list(ALL_CAPS)
+        caps = host_caps()
     caps = [c for c in caps if c not in drops]
     return caps + [c for c in adds if c != "CAP_ALL" and c not in caps]
 
@@ -307,9 +318,13 @@ def generate(
             }
         )
     for b in host.get("Mounts") or []:
+        if b.get("Type") == "tmpfs":  # --mount type=tmpfs
+            opts = ["nosuid", "nodev", "noexec", *b.get("Options", []), "ro" if b.get("ReadOnly") else "rw"]
+            mounts.append({"destination": b["Target"], "type": "tmpfs", "source": "tmpfs", "options": opts})
+            continue
         mounts.append(
             {"destination": b["Target"], "type": "bind", "source": b["Source"],
-             "options": ["rbind", "rprivate", "ro" if b.get("ReadOnly") else "rw"]}
+             "options": ["rbind", b.get("Propagation") or "rprivate", "ro" if b.get("ReadOnly") else "rw"]}
         )  # fmt: skip
     if host.get("Init"):
         mounts.append({"destination": INIT_PATH, "type": "bind", "source": TINI, "options": ["bind", "ro"]})
@@ -320,7 +335,9 @@ def generate(
             namespaces.append(ns)
     net = host.get("NetworkMode") or "none"
     if net != "host":
-        namespaces.append({"type": "network"})
+        # SandboxKey: the namespace the engine made and wired (pallet.engine.network), joined by path
+        key = host.get("SandboxKey")
+        namespaces.append({"type": "network", "path": key} if key else {"type": "network"})
     namespaces.append({"type": "cgroup"})
     devices, rules = [], []
     for d in host.get("Devices") or []:

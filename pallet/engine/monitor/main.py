@@ -626,6 +626,13 @@ class Monitor:
         self.done = True
 
     def finish(self, code: int, err: str = "") -> None:
+        remover = self.cfg.get("auto_remove") and any(c.remover for c in self.clients.values())
+        if remover:
+            # `run --rm` in the foreground: its CLI removes the record as soon as it has the exit code
+            self.unmount()
+            self.notify_exit(code)
+            self.done = True
+            return
         self.record(
             {"Status": "exited", "Running": False, "Restarting": False, "Paused": False, "Pid": 0}
             | {"ExitCode": code, "FinishedAt": _now(), "MonitorPid": 0, "RestartCount": self.restarts}
@@ -633,7 +640,7 @@ class Monitor:
             | ({"Health": self.health | {"Status": "unhealthy"}} if self.cfg.get("health") else {})
         )
         self.unmount()
-        if self.cfg.get("auto_remove") and not any(c.remover for c in self.clients.values()):
+        if self.cfg.get("auto_remove"):
             self.remove()
         self.notify_exit(code)
         self.done = True
@@ -655,7 +662,7 @@ class Monitor:
 
         eng = Engine(Path(self.cfg["root"]), Path(self.cfg["runroot"]), self.cfg.get("storage_driver"))
         try:
-            eng.remove(self.cid, force=True, volumes=True, from_monitor=True)
+            eng.remove(self.cid, force=True, volumes=True, exited=True)
         except Exception:
             pass
         finally:

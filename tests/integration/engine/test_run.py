@@ -4,6 +4,7 @@ exec, stop, rm; the core runs with pallet-runtime and with runc."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,28 @@ def test_detached_logs_exec_stop(any_runtime: Pallet) -> None:
     assert p("logs", name).stdout == "up\nbye\n"
     p("rm", cid[:12])
     assert p("ps", "-aq").stdout == ""
+
+
+def test_run_flags(pallet: Pallet, workdir: Path) -> None:
+    (workdir / "env").write_text("# comment\nFROM_FILE=yes\n")
+    script = (
+        "echo $A $FROM_FILE; pwd; id -un; hostname; touch /x 2>&1 | grep -c Read-only; touch /scratch/ok && echo tmpfs; "
+        "cat /proc/sys/net/ipv4/ip_forward; ls -l /dev/mydev | cut -c1; grep CapEff /proc/self/status"
+    )
+    r = pallet.run("--rm", "-e", "A=1", "--env-file", str(workdir / "env"), "-w", "/tmp", "-u", "app",
+                   "--hostname", "box", "--read-only", "--tmpfs", "/scratch:size=1m", "--sysctl", "net.ipv4.ip_forward=1",
+                   "--device", "/dev/null:/dev/mydev", "--entrypoint", "sh", "busybox", "-c", script)  # fmt: skip
+    assert r.stdout.splitlines() == [
+        "1 yes",
+        "/tmp",
+        "app",
+        "box",
+        "1",
+        "tmpfs",
+        "1",
+        "c",
+        "CapEff:\t0000000000000000",
+    ]
+    r = pallet.run("--rm", "--privileged", "busybox", "sh", "-c", "grep CapEff /proc/self/status")
+    bounding = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("CapBnd:"))
+    assert r.stdout.split()[1] == bounding  # all the engine has
