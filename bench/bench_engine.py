@@ -145,8 +145,9 @@ def idle_memory(e: Engine, n: int) -> tuple[float, int]:
     time.sleep(2)  # let the monitors settle into their idle loop before reading their memory
     pids = [p for p in pids_matching(*e.monitor) if p not in before]
     total = sum(pss_kib(p) for p in pids)
-    for cid in e("ps", "-q").stdout.split():
-        e("rm", "-f", cid, check=False)
+    ids = e("ps", "-q").stdout.split()
+    if ids:
+        e("rm", "-f", *(["-t", "0"] if e.name == "podman" else []), *ids, check=False)
     return total / n, len(pids)
 
 

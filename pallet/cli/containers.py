@@ -171,10 +171,6 @@ def build_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         if not eq:
             raise InvalidArgument(f"sysctl '{s}' is not allowed")
         sysctls[k] = v
-    if args.network not in ("none", "host"):
-        raise InvalidArgument(
-            f'network {args.network} not found (only "none" and "host" exist until networks land)'
-        )
     host: dict[str, Any] = {
         "AutoRemove": args.rm,
         "Privileged": args.privileged,
@@ -210,6 +206,9 @@ def build_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         "CgroupParent": args.cgroup_parent,
         "Binds": args.volume,
     }
+    from pallet.cli.networks import apply
+
+    apply(args, cfg, host)
     if args.rm and args.restart != "no":
         raise InvalidArgument("Conflicting options: --restart and --rm")
     for key in ("PidMode", "IpcMode", "UTSMode"):
@@ -410,7 +409,7 @@ def _ps_row(eng: Any, rec: Any, no_trunc: bool) -> dict[str, Any]:
         "RunningFor": since(created),
         "Status": _status_text(eng, rec),
         "State": eng.status(rec),
-        "Ports": "",
+        "Ports": _ports_text(eng, rec),
         "Names": rec.name,
         "Labels": ",".join(f"{k}={v}" for k, v in (cfg.get("Labels") or {}).items()),
         "Mounts": ",".join(m.get("Name") or m["Source"] for m in rec.config.get("Mounts") or []),
@@ -498,7 +497,7 @@ def inspect_dict(eng: Any, rec: Any) -> dict[str, Any]:
         "HostConfig": host,
         "Mounts": rec.config.get("Mounts") or [],
         "Config": cfg,
-        "NetworkSettings": {"Networks": {host.get("NetworkMode") or "none": {}}, "Ports": {}},
+        "NetworkSettings": _network_settings(eng, rec),
     }
 
 
@@ -773,11 +772,22 @@ def cmd_cp(ctx: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_port(ctx: Any, args: argparse.Namespace) -> int:
-    rec = engine(ctx).get(args.container)
-    if args.port:
-        port = args.port if "/" in args.port else args.port + "/tcp"
-        raise NotFound(f"No public port '{port}' published for {rec.name} (no network publishes ports yet)")
-    return 0
+    from pallet.cli.networks import port
+
+    eng = engine(ctx)
+    return port(eng, eng.get(args.container), args.port)
+
+
+def _ports_text(eng: Any, rec: Any) -> str:
+    from pallet.cli.networks import ports_text
+
+    return ports_text(eng, rec)
+
+
+def _network_settings(eng: Any, rec: Any) -> dict[str, Any]:
+    from pallet.cli.networks import network_settings
+
+    return network_settings(eng, rec)
 
 
 def cmd_update(ctx: Any, args: argparse.Namespace) -> int:
@@ -938,9 +948,12 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     a("--pid")
     a("--ipc")
     a("--uts")
-    a("--network", "--net", default="none")
+    a("--network", "--net", default="bridge")
     a("--runtime")
     a("--cgroup-parent")
+    from pallet.cli.networks import run_flags
+
+    run_flags(p)  # -p/-P, --network-alias, --ip, --dns*, --add-host, --mount, --volumes-from
     a("image")
     a("command", nargs=argparse.REMAINDER)
 

@@ -288,7 +288,10 @@ class Engine:
             from pallet.engine.volumes import copy_up
 
             copy_up(rootfs, rec.config.get("Mounts") or [])
-            host_with_mounts = host | {"Mounts": rec.config.get("Mounts") or [], "SandboxKey": self._sandbox(host, rec)}
+            host_with_mounts = host | {
+                "Mounts": rec.config.get("Mounts") or [],
+                "SandboxKey": self._sandbox(host, rec),
+            }
             oci = spec.generate(
                 rec.id, cfg | {"Name": rec.name}, host_with_mounts, rootfs, d, self._ns_pids(host)
             )

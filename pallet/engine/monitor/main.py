@@ -720,7 +720,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with open(argv[0], "rb") as f:
         cfg = marshal.load(f)
-    mon = Monitor(cfg, int(argv[1]))
+    sync_fd = int(argv[1])
+    os.set_inheritable(sync_fd, False)  # inherited across our exec only: not into the runtime or container
+    mon = Monitor(cfg, sync_fd)
     try:
         mon.listen()
         err = mon.create()

@@ -293,12 +293,12 @@ class Networks:
         maps: list[dict[str, Any]],
     ) -> None:  # fmt: skip
         with host_lock():
-            n = self.store.network(n["Id"])
-            if not n["Bridge"]:  # the default network, made on its first container
-                self._materialize(n["Id"], n["Name"], n, None, None)
             taken = {(m["protocol"], m["hostPort"], m["hostIP"] or "0.0.0.0")
                      for s in self.store.sandboxes().values() for m in s.get("ports") or []}  # fmt: skip
             ports.reserve(maps, taken)
+            n = self.store.network(n["Id"])
+            if not n["Bridge"]:  # the default network, made on its first container
+                self._materialize(n["Id"], n["Name"], n, None, None)
             used = {e[2]["ifname"] for e in self.store.endpoints(cid=cid)}
             ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in used)
             ep: dict[str, Any] = {"ifname": ifname, "ip": "", "mac": "", "aliases": aliases}
@@ -358,14 +358,22 @@ class Networks:
             if n is not None and n["Bridge"]:
                 self._chain(n).delete(cid, ep["ifname"])
             self.store.del_endpoint(cid, nid)
-            if n is not None and n["Default"] and not self.store.endpoints(nid=nid):
-                self._dematerialize(n)
-                n.update(Subnet="", Gateway="", Bridge="")
-                self.store.set_network(
-                    nid, {k: v for k, v in n.items() if k not in ("Id", "Name", "Created")}
-                )
+            self._release_default()
         for c in peers:
             self.write_files(c)
+
+    def _release_default(self) -> None:
+        """Under the host lock: the default network's host state goes with its last container."""
+        try:
+            n = self.store.network(DEFAULT)
+        except NotFound:
+            return
+        if n["Bridge"] and not self.store.endpoints(nid=n["Id"]):
+            self._dematerialize(n)
+            n.update(Subnet="", Gateway="", Bridge="")
+            self.store.set_network(
+                n["Id"], {k: v for k, v in n.items() if k not in ("Id", "Name", "Created")}
+            )
 
     def detach(self, cid: str) -> None:
         """Everything of a container's network goes: endpoints, namespace, record. Idempotent."""
@@ -375,6 +383,9 @@ class Networks:
         if sb and sb["netns"]:
             netns.delete(sb["netns"])
         self.store.del_sandbox(cid)
+        if sb and sb["mode"] == DEFAULT:
+            with host_lock():
+                self._release_default()  # made for a join that then failed
 
     def repair(self) -> list[str]:
         """Sandboxes whose container record is gone (a crash between the two): undone."""
