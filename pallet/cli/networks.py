@@ -264,3 +264,62 @@ def register(sub: Any) -> None:
     p = _verb(nsub, "prune", cmd_prune, "remove all unused networks (and repair what crashes left)")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("--filter", action="append", default=[])
+
+
+# -- what containers.py shows of a container's network -------------------------------------------------
+
+
+def _port_rows(eng: Any, rec: Any) -> list[dict[str, Any]]:
+    return list(eng.networks.published(rec.id))
+
+
+def ports_text(eng: Any, rec: Any) -> str:
+    """``ps``'s PORTS column: 0.0.0.0:8080->80/tcp, and exposed ports that publish nothing."""
+    maps = _port_rows(eng, rec)
+    out = [f"{m['hostIP'] or '0.0.0.0'}:{m['hostPort']}->{m['containerPort']}/{m['protocol']}" for m in maps]
+    done = {f"{m['containerPort']}/{m['protocol']}" for m in maps}
+    out += [p for p in (rec.config["Config"].get("ExposedPorts") or {}) if p not in done]
+    return ", ".join(out)
+
+
+def network_settings(eng: Any, rec: Any) -> dict[str, Any]:
+    """inspect's NetworkSettings: per network its endpoint, the published ports, the sandbox."""
+    nets = {}
+    for name, ep in eng.networks.endpoints_of(rec.id).items():
+        nets[name] = {
+            "Aliases": ep.get("aliases") or None, "NetworkID": ep["NetworkID"], "Gateway": ep.get("gateway", ""),
+            "IPAddress": ep.get("ip", ""), "IPPrefixLen": ep.get("prefix", 0), "MacAddress": ep.get("mac", ""),
+        }  # fmt: skip
+    mode = rec.config["HostConfig"].get("NetworkMode") or "none"
+    if not nets and mode in ("host", "none"):
+        nets[mode] = {}
+    first = next(iter(nets.values()), {})
+    ports: dict[str, Any] = {p: None for p in rec.config["Config"].get("ExposedPorts") or {}}
+    for m in _port_rows(eng, rec):
+        key = f"{m['containerPort']}/{m['protocol']}"
+        ports[key] = (ports.get(key) or []) + [
+            {"HostIp": m["hostIP"] or "0.0.0.0", "HostPort": str(m["hostPort"])}
+        ]
+    return {
+        "SandboxKey": eng.networks.sandbox_key(rec.id), "Ports": ports, "Networks": nets,
+        "IPAddress": first.get("IPAddress", ""), "Gateway": first.get("Gateway", ""),
+        "MacAddress": first.get("MacAddress", ""), "IPPrefixLen": first.get("IPPrefixLen", 0),
+    }  # fmt: skip
+
+
+def port(eng: Any, rec: Any, which: str | None) -> int:
+    """``docker port C [PORT[/PROTO]]``: each mapping as 80/tcp -> 0.0.0.0:8080, or only host addresses."""
+    from pallet.errors import NotFound
+
+    maps = _port_rows(eng, rec)
+    if which:
+        key = which if "/" in which else which + "/tcp"
+        hits = [m for m in maps if f"{m['containerPort']}/{m['protocol']}" == key]
+        if not hits:
+            raise NotFound(f"No public port '{key}' published for {rec.name}")
+        for m in hits:
+            print(f"{m['hostIP'] or '0.0.0.0'}:{m['hostPort']}")
+        return 0
+    for m in maps:
+        print(f"{m['containerPort']}/{m['protocol']} -> {m['hostIP'] or '0.0.0.0'}:{m['hostPort']}")
+    return 0

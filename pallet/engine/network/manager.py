@@ -320,6 +320,9 @@ class Networks:
             if i.get("sandbox"):
                 ep["mac"] = i.get("mac", "")
         self.store.put_endpoint(cid, n["Id"], ep)
+        for peer, _, _ in self.store.endpoints(nid=n["Id"]):
+            if peer != cid and not n["Default"]:
+                self.write_files(peer)
 
     def connect(self, cid: str, ref: str, aliases: list[str], ip: str = "") -> None:
         sb = self.store.sandbox(cid)
