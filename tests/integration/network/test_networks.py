@@ -10,7 +10,6 @@ import urllib.request
 
 from tests.integration.network.conftest import HTTPD, NetPallet, free_port, free_subnet
 
-
 # busybox-static's wget crashes in a container (glibc's static getaddrinfo without NSS modules), so
 # HTTP goes through nc
 GET = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2"
