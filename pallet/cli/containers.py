@@ -276,7 +276,7 @@ def _start_attached(eng: Any, rec: Any, stdin: bool, tty: bool, remover: bool = 
     s = attach.connect(eng.sock(rec.id), attach.hello(stdin, tty, remover))
     with s:
         eng.finish_start(rec, sync)
-        return attach.proxy(s, stdin, tty)
+        return attach.proxy(s, stdin, tty, eng.sock(rec.id))
 
 
 # -- start / stop / kill / restart / rm / wait -------------------------------------------------------
@@ -556,7 +556,7 @@ def cmd_attach(ctx: Any, args: argparse.Namespace) -> int:
     stdin = bool(cfg.get("OpenStdin")) and not args.no_stdin
     s = attach.connect(eng.sock(rec.id), attach.hello(stdin, bool(cfg.get("Tty"))))
     with s:
-        code = attach.proxy(s, stdin, bool(cfg.get("Tty")))
+        code = attach.proxy(s, stdin, bool(cfg.get("Tty")), eng.sock(rec.id))
     return 0 if code is None else code
 
 

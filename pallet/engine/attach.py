@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pallet.errors import FailedPrecondition
 
 DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q, docker's default
+WINCH = 28
+PROXIED = (1, 2, 3, 10, 12, 15)  # SIGHUP SIGINT SIGQUIT SIGUSR1 SIGUSR2 SIGTERM
 
 
 class Detached(Exception):
@@ -66,7 +68,7 @@ def terminal_size(fd: int) -> tuple[int, int] | None:
     return size.lines, size.columns
 
 
-def proxy(s: socket.socket, stdin: bool, tty: bool) -> int | None:
+def proxy(s: socket.socket, stdin: bool, tty: bool, sock_path: str | None = None) -> int | None:
     """Copy stdin to the container and its output to ours until it exits; returns its exit code,
     or None when the user detached (ctrl-p ctrl-q on a tty) or the monitor went away."""
     out, err = sys.stdout.buffer, sys.stderr.buffer
@@ -77,9 +79,21 @@ def proxy(s: socket.socket, stdin: bool, tty: bool) -> int | None:
         sel.register(in_fd, selectors.EVENT_READ, "stdin")
     s.settimeout(None)
     prev = b""
+    _watch_signals(sel, tty, sock_path)
     with raw_terminal(in_fd) if tty and in_fd >= 0 else contextlib.nullcontext():
         while True:
             for key, _ in sel.select():
+                if key.data == "signals":
+                    for sig in os.read(key.fd, 64):
+                        if sig == WINCH:
+                            size = terminal_size(in_fd if in_fd >= 0 else sys.stdout.fileno())
+                            if size:
+                                s.send(b"z%d %d" % size)
+                        elif sock_path:  # docker's --sig-proxy: the container gets what we got
+                            with connect(sock_path, b"k%d" % sig) as k:
+                                k.settimeout(5)
+                                k.recv(16)
+                    continue
                 if key.data == "sock":
                     msg = s.recv(65536)
                     if not msg:
@@ -108,6 +122,21 @@ def hello(stdin: bool, tty: bool, remover: bool = False) -> bytes:
     A ``remover`` (``run --rm``) removes the container itself: the monitor then leaves it."""
     size = terminal_size(sys.stdin.fileno() if stdin else sys.stdout.fileno()) if tty else None
     return (b"A" if remover else b"a") + b"%d" % stdin + (b" %d %d" % size if size else b"")
+
+
+def _watch_signals(sel: selectors.BaseSelector, tty: bool, sock_path: str | None) -> None:
+    """Signals through a wakeup pipe into the selector (the pipe carries their numbers): a resize of
+    our terminal goes to the pty; without a tty, INT/TERM/HUP/QUIT/USR1/USR2 go to the container."""
+    import signal
+
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(w)
+    if tty:
+        signal.signal(signal.SIGWINCH, lambda *_: None)
+    elif sock_path:
+        for sig in PROXIED:
+            signal.signal(sig, lambda *_: None)
+    sel.register(r, selectors.EVENT_READ, "signals")
 
 
 def stop_request(sig: int, timeout: float) -> bytes:

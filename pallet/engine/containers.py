@@ -171,7 +171,8 @@ class Engine:
     def _name(self, name: str | None) -> str:
         if name:
             name = name.lstrip("/")
-            if len(name) < 2 and not name.isalnum() or not name[0].isalnum() or set(name) - _NAME_OK:
+            # docker's rule: [a-zA-Z0-9][a-zA-Z0-9_.-]+ (two characters at least)
+            if len(name) < 2 or name[0] in "_.-" or set(name) - _NAME_OK:
                 raise InvalidArgument(
                     f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
                 )

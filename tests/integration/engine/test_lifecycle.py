@@ -344,3 +344,15 @@ def test_exec_tty(pallet: Pallet) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 4
     assert b"/dev/pts/" in out
+
+
+def test_foreground_signals_are_proxied(pallet: Pallet) -> None:
+    """docker's --sig-proxy: a signal to the CLI of a foreground run goes to the container."""
+    script = "trap 'echo got-int; exit 5' INT; echo ready; while true; do sleep 0.1; done"
+    cli = subprocess.Popen(
+        pallet.cmd("run", "--rm", "busybox", "sh", "-c", script), stdout=subprocess.PIPE, text=True
+    )
+    assert cli.stdout is not None and cli.stdout.readline() == "ready\n"
+    cli.send_signal(signal.SIGINT)
+    out, _ = cli.communicate(timeout=20)
+    assert out == "got-int\n" and cli.returncode == 5
