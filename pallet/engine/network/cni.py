@@ -87,7 +87,10 @@ class Chain:
                     conf = conf | {"prevResult": result}
                 result = _exec("ADD", conf, cid, netns, ifname)
         except BaseException:
-            self.delete(cid, ifname)
+            try:
+                self.delete(cid, ifname)
+            except FailedPrecondition:
+                pass  # the ADD's error is the one to report; DEL of what never ran may fail too
             raise
         _write(cache, {"confs": confs, "netns": netns, "result": result})
         return result or {}

@@ -257,9 +257,7 @@ class Networks:
             "dns_options": list(host.get("DnsOptions") or []),
         }  # fmt: skip
         for h in sb["extra_hosts"]:
-            hn, sep, addr = h.rpartition(":") if h.count(":") > 1 and "=" not in h else h.partition(":")
-            if "=" in h:
-                hn, _, addr = h.partition("=")
+            _, addr = _host_entry(h)
             try:
                 ipaddress.ip_address(addr if addr != "host-gateway" else "127.0.0.1")
             except ValueError:
@@ -439,7 +437,7 @@ class Networks:
         lines = [_BASE_HOSTS.rstrip("\n")]
         gw = ""
         for h in sb["extra_hosts"]:
-            name, _, addr = h.partition("=") if "=" in h else h.rpartition(":")
+            name, addr = _host_entry(h)
             if addr == "host-gateway":
                 addr = gw or "127.0.0.1"
             lines.append(f"{addr}\t{name}")
@@ -468,6 +466,12 @@ class Networks:
         return sorted(
             {c for _, nid, _ in self.store.endpoints(cid=cid) for c, _, _ in self.store.endpoints(nid=nid)}
         )
+
+
+def _host_entry(h: str) -> tuple[str, str]:
+    """--add-host name:ip or name=ip (the first separator splits, so name:::1 is ::1; [::1] too)."""
+    name, _, addr = h.partition("=") if "=" in h else h.partition(":")
+    return name, addr.strip("[]")
 
 
 def resolv_conf(dns: list[str], search: list[str], options: list[str]) -> str:
