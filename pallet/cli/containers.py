@@ -18,9 +18,9 @@ from pallet.cli.format import human_size, print_rows, render, since
 from pallet.errors import InvalidArgument, NotFound, PalletError
 
 PS_TABLE = (
-    "table {{.ID}}\\t{{.Image}}\\t{{.Command}}\\t{{.CreatedAt}}\\t{{.Status}}\\t{{.Ports}}\\t{{.Names}}"
+    "table {{.ID}}\\t{{.Image}}\\t{{.Command}}\\t{{.RunningFor}}\\t{{.Status}}\\t{{.Ports}}\\t{{.Names}}"
 )
-PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED"}
+PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT"}
 PS_HEADERS |= {
     "RunningFor": "CREATED",
     "Status": "STATUS",
@@ -405,7 +405,7 @@ def _ps_row(eng: Any, rec: Any, no_trunc: bool) -> dict[str, Any]:
         "ID": rec.id if no_trunc else rec.id[:12],
         "Image": cfg.get("Image", ""),
         "Command": json.dumps(cmd if no_trunc or len(cmd) <= 20 else cmd[:19] + "…", ensure_ascii=False),
-        "CreatedAt": since(created),
+        "CreatedAt": created.strftime("%Y-%m-%d %H:%M:%S +0000 UTC"),
         "RunningFor": since(created),
         "Status": _status_text(eng, rec),
         "State": eng.status(rec),

@@ -604,6 +604,9 @@ class Monitor:
         return name in ("always", "unless-stopped")
 
     def restart(self) -> None:
+        if self.manual_stop:  # killed or stopped during the backoff: stay down
+            self.finish(self.cfg.get("last_exit", 0))
+            return
         err = self.launch()
         if err:
             self.finish(invoke_code(err), err)

@@ -170,7 +170,7 @@ class Networks:
             br = bridge.PREFIX + secrets.token_hex(3)
             if not bridge.link_exists(br):
                 break
-        bridge.create(nid, name, br, str(gw), net.prefixlen, bool(config["Internal"]))
+        bridge.create(nid, name, br, str(gw), net.prefixlen, bool(config["Internal"]), str(net))
         config.update(Subnet=str(net), Gateway=str(gw), Bridge=br)
         self.store.set_network(nid, config)
 
@@ -207,7 +207,7 @@ class Networks:
     def _cni_name(n: dict[str, Any]) -> str:
         return "pallet-" + str(n["Id"])[:12]
 
-    def _chain(self, n: dict[str, Any]) -> cni.Chain:
+    def _chain(self, n: dict[str, Any], publish: bool) -> cni.Chain:
         ipam: dict[str, Any] = {
             "type": "host-local",
             "ranges": [[{"subnet": n["Subnet"], "gateway": n["Gateway"]}]],
@@ -215,15 +215,18 @@ class Networks:
         }
         if not n["Internal"]:
             ipam["routes"] = [{"dst": "0.0.0.0/0"}]
-        conflist = {
+        conflist: dict[str, Any] = {
             "cniVersion": cni.VERSION,
             "name": self._cni_name(n),
             "plugins": [
-                {"type": "bridge", "bridge": n["Bridge"], "isGateway": True, "ipMasq": not n["Internal"],
+                {"type": "bridge", "bridge": n["Bridge"], "isGateway": True, "ipMasq": False,
                  "hairpinMode": True, "ipam": ipam, "capabilities": {"ips": True}},
-                {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}},
             ],
         }  # fmt: skip
+        if publish:  # portmap only for a container that publishes: DEL reads the chain from the cache
+            conflist["plugins"].append(
+                {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}}
+            )
         return cni.Chain(conflist, self.cni_dir / "cache")
 
     # -- containers -----------------------------------------------------------------------------------
@@ -308,7 +311,7 @@ class Networks:
                 self.store.put_sandbox(cid, sb)
             if ip:
                 runtime["ips"] = [ip]
-            result = self._chain(n).add(cid, sb["netns"], ifname, runtime)
+            result = self._chain(n, bool(maps)).add(cid, sb["netns"], ifname, runtime)
         for a in result.get("ips") or []:
             ep["ip"] = a["address"].split("/")[0]
             ep["prefix"] = int(a["address"].split("/")[1])
@@ -357,7 +360,7 @@ class Networks:
             except NotFound:
                 n = None
             if n is not None and n["Bridge"]:
-                self._chain(n).delete(cid, ep["ifname"])
+                self._chain(n, False).delete(cid, ep["ifname"])
             self.store.del_endpoint(cid, nid)
             self._release_default()
         for c in peers:
