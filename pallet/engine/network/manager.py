@@ -170,9 +170,15 @@ class Networks:
             br = bridge.PREFIX + secrets.token_hex(3)
             if not bridge.link_exists(br):
                 break
-        bridge.create(nid, name, br, str(gw), net.prefixlen, bool(config["Internal"]), str(net))
+        # recorded before it exists: a process killed midway leaves a record that names what to undo
         config.update(Subnet=str(net), Gateway=str(gw), Bridge=br)
-        self.store.set_network(nid, config)
+        self.store.set_network(nid, _conf(config))
+        try:
+            bridge.create(nid, name, br, str(gw), net.prefixlen, bool(config["Internal"]), str(net))
+        except BaseException:
+            config.update(Subnet="", Gateway="", Bridge="")
+            self.store.set_network(nid, _conf(config))
+            raise
 
     def _dematerialize(self, n: dict[str, Any]) -> None:
         if n["Bridge"]:
@@ -375,9 +381,7 @@ class Networks:
         if n["Bridge"] and not self.store.endpoints(nid=n["Id"]):
             self._dematerialize(n)
             n.update(Subnet="", Gateway="", Bridge="")
-            self.store.set_network(
-                n["Id"], {k: v for k, v in n.items() if k not in ("Id", "Name", "Created")}
-            )
+            self.store.set_network(n["Id"], _conf(n))
 
     def detach(self, cid: str) -> None:
         """Everything of a container's network goes: endpoints, namespace, record. Idempotent."""
@@ -403,6 +407,8 @@ class Networks:
         gone = [c for c in self.store.sandboxes() if c not in live]
         for c in gone:
             self.detach(c)
+        with host_lock():
+            self._release_default()  # a bridge made by a create killed before its endpoint was recorded
         return gone
 
     def sandbox_key(self, cid: str) -> str:
@@ -469,6 +475,11 @@ class Networks:
         return sorted(
             {c for _, nid, _ in self.store.endpoints(cid=cid) for c, _, _ in self.store.endpoints(nid=nid)}
         )
+
+
+def _conf(n: dict[str, Any]) -> dict[str, Any]:
+    """A network's stored config: the record less the columns of its own."""
+    return {k: v for k, v in n.items() if k not in ("Id", "Name", "Created")}
 
 
 def _host_entry(h: str) -> tuple[str, str]:

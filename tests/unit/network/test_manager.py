@@ -14,7 +14,9 @@ from pallet.errors import Conflict, InvalidArgument
 @pytest.fixture
 def nets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Networks:
     made: list[str] = []
-    monkeypatch.setattr(manager.bridge, "create", lambda nid, name, br, gw, prefix, internal: made.append(br))
+    monkeypatch.setattr(
+        manager.bridge, "create", lambda nid, name, br, gw, prefix, internal, subnet: made.append(br)
+    )
     monkeypatch.setattr(manager.bridge, "delete", lambda nid, br: None)
     monkeypatch.setattr(manager.bridge, "link_exists", lambda name: False)
     monkeypatch.setattr(manager.bridge, "host_routes", lambda: ["default", "192.0.2.0/24"])
@@ -78,3 +80,19 @@ def test_resolv_conf_drops_localhost_resolvers(monkeypatch: pytest.MonkeyPatch, 
         resolv_conf(["1.1.1.1"], ["x.org"], ["ndots:2"])
         == "nameserver 1.1.1.1\nsearch x.org\noptions ndots:2\n"
     )
+
+
+def test_a_bridge_that_cannot_be_made_leaves_no_record(
+    nets: Networks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: object) -> None:
+        raise manager.FailedPrecondition("ip: no luck")
+
+    monkeypatch.setattr(manager.bridge, "create", fail)
+    with pytest.raises(manager.FailedPrecondition, match="no luck"):
+        nets.create("net-x", "10.81.0.0/24")
+    assert "net-x" not in {n["Name"] for n in nets.all()}
+    # the default network's record names no bridge, so no one will try to undo one that never was
+    with pytest.raises(manager.FailedPrecondition):
+        nets._materialize(nets.get("bridge")["Id"], "bridge", dict(nets.get("bridge")), None, None)
+    assert nets.get("bridge")["Bridge"] == ""
