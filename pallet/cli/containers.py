@@ -534,14 +534,20 @@ def cmd_logs(ctx: Any, args: argparse.Namespace) -> int:
         first, rest = logs.follow(path, eng.sock(rec.id), running)
     else:
         first, rest = list(logs.read(path)), iter(())
+    import itertools
+
     out, err = sys.stdout.buffer, sys.stderr.buffer
-    for r in [*logs.tail(first, args.tail), *rest]:
-        line = r["log"].encode()
-        if args.timestamps:
-            line = r["time"].encode() + b" " + line
-        f = out if r["stream"] == "stdout" else err
-        f.write(line)
-        f.flush()
+    try:
+        # lazily: with -f, each new record is written as it comes
+        for r in itertools.chain(logs.tail(first, args.tail), rest):
+            line = r["log"].encode()
+            if args.timestamps:
+                line = r["time"].encode() + b" " + line
+            f = out if r["stream"] == "stdout" else err
+            f.write(line)
+            f.flush()
+    except KeyboardInterrupt:
+        return 0
     return 0
 
 
@@ -736,6 +742,17 @@ def cmd_stats(ctx: Any, args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     for r in recs:
         prev[r.id] = _stats_row(eng, r, None, 0)[1]
+    try:
+        return _stats_loop(eng, recs, prev, t0, args)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _stats_loop(
+    eng: Any, recs: list[Any], prev: dict[str, dict[str, Any]], t0: float, args: argparse.Namespace
+) -> int:
+    import time
+
     while True:
         # docker samples twice to show a CPU rate; the pause is the sampling interval, not a child wait
         time.sleep(1.0)

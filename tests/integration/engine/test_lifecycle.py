@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import selectors
 import signal
 import subprocess
 import time
@@ -70,14 +71,26 @@ def test_logs_follow_and_rotation(pallet: Pallet) -> None:
     name = pallet.name("logs")
     pallet.run("-d", "--name", name, "--log-opt", "max-size=2k", "--log-opt", "max-file=2", "busybox", "sh", "-c",
                "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done; sleep 60")  # fmt: skip
-    follower = subprocess.Popen(pallet.cmd("logs", "-f", name), stdout=subprocess.PIPE, text=True)
-    wait_until(lambda: "line-199" in pallet("logs", name).stdout)
+    follower = subprocess.Popen(pallet.cmd("logs", "-f", name), stdout=subprocess.PIPE)
+    # -f streams: the last line arrives while the container still runs
+    assert follower.stdout is not None
+    fd = follower.stdout.fileno()
+    sel = selectors.DefaultSelector()
+    sel.register(fd, selectors.EVENT_READ)
+    got = b""
+    while not got.endswith(b"line-199\n"):
+        assert sel.select(timeout=20), f"logs -f printed nothing new after {got[-20:]!r}"
+        chunk = os.read(fd, 65536)
+        assert chunk, "logs -f ended while the container runs"
+        got += chunk
+    sel.close()
+    assert pallet("inspect", "-f", "{{.State.Running}}", name).stdout == "true\n"
     log_path = Path(inspect(pallet, name)["LogPath"])
     assert log_path.stat().st_size <= 2048
     assert Path(str(log_path) + ".1").exists() and not Path(str(log_path) + ".2").exists()
     pallet("kill", name)
-    out, _ = follower.communicate(timeout=20)
-    lines = out.splitlines()
+    out, _ = follower.communicate(timeout=20)  # and it ends when the container does
+    lines = (got + out).decode().splitlines()
     assert lines[-1] == "line-199" and len(lines) == len(set(lines))  # rotation bounded it, no repeats
     assert pallet("logs", "--tail", "2", name).stdout == "line-198\nline-199\n"
     ts = pallet("logs", "-t", "--tail", "1", name).stdout
