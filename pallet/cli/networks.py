@@ -208,8 +208,9 @@ def apply(args: argparse.Namespace, cfg: dict[str, Any], host: dict[str, Any]) -
         key = e if "/" in e else e + "/tcp"
         for m in ports.parse(key):
             exposed[f"{m['containerPort']}/{m['protocol']}"] = {}
-    if exposed:
+    if exposed:  # --expose and -p: in the host config too, which the image's config does not override
         cfg["ExposedPorts"] = (cfg.get("ExposedPorts") or {}) | exposed
+        host["ExposedPorts"] = exposed
     mode = host.get("NetworkMode") or "bridge"
     host.update(
         NetworkMode="bridge" if mode == "default" else mode,
@@ -273,12 +274,18 @@ def _port_rows(eng: Any, rec: Any) -> list[dict[str, Any]]:
     return list(eng.networks.published(rec.id))
 
 
+def _exposed(rec: Any) -> dict[str, Any]:
+    return dict(rec.config["Config"].get("ExposedPorts") or {}) | (
+        rec.config["HostConfig"].get("ExposedPorts") or {}
+    )
+
+
 def ports_text(eng: Any, rec: Any) -> str:
     """``ps``'s PORTS column: 0.0.0.0:8080->80/tcp, and exposed ports that publish nothing."""
     maps = _port_rows(eng, rec)
     out = [f"{m['hostIP'] or '0.0.0.0'}:{m['hostPort']}->{m['containerPort']}/{m['protocol']}" for m in maps]
     done = {f"{m['containerPort']}/{m['protocol']}" for m in maps}
-    out += [p for p in (rec.config["Config"].get("ExposedPorts") or {}) if p not in done]
+    out += [p for p in _exposed(rec) if p not in done]
     return ", ".join(out)
 
 
@@ -294,7 +301,7 @@ def network_settings(eng: Any, rec: Any) -> dict[str, Any]:
     if not nets and mode in ("host", "none"):
         nets[mode] = {}
     first = next(iter(nets.values()), {})
-    ports: dict[str, Any] = {p: None for p in rec.config["Config"].get("ExposedPorts") or {}}
+    ports: dict[str, Any] = {p: None for p in _exposed(rec)}
     for m in _port_rows(eng, rec):
         key = f"{m['containerPort']}/{m['protocol']}"
         ports[key] = (ports.get(key) or []) + [

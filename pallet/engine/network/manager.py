@@ -246,7 +246,7 @@ class Networks:
         for p in host.get("PortSpecs") or []:
             maps += ports.parse(p)
         if host.get("PublishAllPorts"):
-            maps += ports.exposed(cfg.get("ExposedPorts") or {})
+            maps += ports.exposed((cfg.get("ExposedPorts") or {}) | (host.get("ExposedPorts") or {}))
         if maps and mode in ("none", "host") or maps and mode.startswith("container:"):
             maps = [] if mode == "host" else maps
             if maps:

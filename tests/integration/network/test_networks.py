@@ -88,6 +88,12 @@ def test_published_port_answers_on_loopback_and_from_another_host(net: NetPallet
     assert any(line.startswith("81/udp -> 127.0.0.1:") for line in lines)
     assert net("port", web, "80").stdout.strip() == f"0.0.0.0:{port}"
     assert f"0.0.0.0:{port}->80/tcp" in net("ps", "--format", "{{.Ports}}").stdout
+    # -P: every exposed port (the image's and --expose) on a port of the host's choosing
+    allp = net.name("all")
+    net.run("-d", "--name", allp, "--expose", "8080", "--expose", "53/udp", "-P", "busybox", "sleep", "60")
+    lines = net("port", allp).stdout.splitlines()
+    assert sorted(line.split(" -> ")[0] for line in lines) == ["53/udp", "8080/tcp"], lines
+    net("rm", "-f", allp)
     # a second machine: a namespace joined to the host by a veth pair, reaching the host's address
     ns, veth = f"{token}-peer", "pv" + token[-8:]
     x = free_subnet().split(".")[2]
