@@ -159,9 +159,17 @@ class Volumes:
             raise
         return out
 
-    def _volume(self, name: str, target: str, ro: bool, made: list[str], copy: bool) -> dict[str, Any]:
+    def _volume(
+        self,
+        name: str,
+        target: str,
+        ro: bool,
+        made: list[str],
+        copy: bool,
+        labels: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         existed = bool(name) and self._meta(name).exists()
-        v = self.create(name, anonymous=not name)
+        v = self.create(name, labels, anonymous=not name)
         if not existed:
             made.append(v["Name"])
         return {
@@ -216,10 +224,15 @@ class Volumes:
             return _bind(src, dst, ro, prop, spec, create=False)
         if kind == "volume":
             nocopy = kv.pop("volume-nocopy", "false") in ("true", "1")
-            for k in [k for k in kv if k.startswith("volume-label") or k.startswith("volume-opt")]:
-                kv.pop(k)
+            label = kv.pop("volume-label", "")
+            if "volume-opt" in kv or "volume-driver" in kv:
+                raise InvalidArgument(
+                    f'invalid argument "{spec}" for "--mount" flag: the local driver takes no options'
+                )
             _no_more(kv, spec)
-            return self._volume(src, dst, ro, made, copy=not nocopy)
+            key, _, value = label.partition("=")
+            labels = {key: value} if label else None
+            return self._volume(src, dst, ro, made, copy=not nocopy, labels=labels)
         if kind == "tmpfs":
             if src:
                 raise InvalidArgument('invalid mount config for type "tmpfs": source must not be set')

@@ -471,11 +471,6 @@ class Networks:
                 files / "resolv.conf", resolv_conf(sb["dns"], sb["dns_search"], sb["dns_options"])
             )
 
-    def peers(self, cid: str) -> list[str]:
-        return sorted(
-            {c for _, nid, _ in self.store.endpoints(cid=cid) for c, _, _ in self.store.endpoints(nid=nid)}
-        )
-
 
 def _conf(n: dict[str, Any]) -> dict[str, Any]:
     """A network's stored config: the record less the columns of its own."""

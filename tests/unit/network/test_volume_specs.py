@@ -31,6 +31,8 @@ def test_bind_volume_and_anonymous_specs(tmp_path: Path) -> None:
     assert by["/t"]["Type"] == "tmpfs" and by["/t"]["Options"] == ["size=1m"]
     assert by["/b2"]["ReadOnly"] and by["/b2"]["Source"] == str(host)
     assert {v["Name"] for v in vols.all()} == {"named", by["/anon"]["Name"], by["/img"]["Name"]}
+    vols.mounts({}, {"MountSpecs": ["type=volume,source=lab,target=/l,volume-label=team=a"]}, [])
+    assert vols.get("lab")["Labels"] == {"team": "a"}
 
 
 @pytest.mark.parametrize(
@@ -42,6 +44,7 @@ def test_bind_volume_and_anonymous_specs(tmp_path: Path) -> None:
         (["vol:/a:rshared"], [], "propagation applies to bind mounts only"),
         ([], ["type=bind,target=/x"], "source is required"),
         ([], ["type=volume,target=/x,colour=blue"], "unexpected key 'colour'"),
+        ([], ["type=volume,source=v1,target=/x,volume-opt=type=nfs"], "the local driver takes no options"),
         ([], ["type=tmpfs,source=x,target=/x"], "source must not be set"),
         (["aa:/x", "bb:/x"], [], "Duplicate mount point: /x"),
     ],
