@@ -438,7 +438,17 @@ class Networks:
     # -- files ----------------------------------------------------------------------------------------
     def write_files(self, cid: str) -> None:
         """The container's hosts (itself, --add-host, and on user networks every peer by name and
-        alias) and resolv.conf; written in place, because a bind mount pins the file's inode."""
+        alias) and resolv.conf; written in place, because a bind mount pins the file's inode. Read
+        and written under the engine's files lock: two joins at once must not write a stale view last."""
+        self.cni_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.cni_dir / "files.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._write_files(cid)
+        finally:
+            os.close(fd)
+
+    def _write_files(self, cid: str) -> None:
         sb = self.store.sandbox(cid)
         if sb is None or sb["mode"].startswith("container:"):
             return

@@ -195,3 +195,39 @@ def test_prune_repairs_what_a_crash_left(net: NetPallet) -> None:
     net("network", "prune", "-f")
     assert net.host_state() == []
     assert name not in net("network", "ls").stdout
+
+
+def test_containers_joining_at_once_all_see_each_other(net: NetPallet) -> None:
+    name, _ = net.network("many")
+    names = [net.name(f"m{i}") for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            net.cmd(
+                "run",
+                "-d",
+                "--cgroup-parent",
+                f"/{net.token}",
+                "--name",
+                n,
+                "--network",
+                name,
+                "busybox",
+                "sleep",
+                "60",
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        for n in names
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    ips = {n: json.loads(net("inspect", "-f", "{{json .NetworkSettings.Networks}}", n).stdout)[name]["IPAddress"]
+           for n in names}  # fmt: skip
+    assert len(set(ips.values())) == 4
+    for n in names:
+        hosts = net("exec", n, "cat", "/etc/hosts").stdout
+        for other in names:
+            if other != n:
+                assert f"{ips[other]}\t{other} " in hosts, (n, hosts)
