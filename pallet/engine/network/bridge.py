@@ -89,6 +89,17 @@ def delete(nid: str, bridge: str) -> None:
         _run(["ip", "link", "del", bridge], check=False)
 
 
+def hostports() -> set[tuple[str, int, str]]:
+    """Host ports that portmap's DNAT rules already take, whichever engine made them (portmap binds
+    no socket, so a bind test alone would not see another engine's published port)."""
+    out = set()
+    for line in _run(["iptables-save", "-t", "nat"], check=False).splitlines():
+        f = line.split()
+        if line.startswith("-A CNI-DN-") and "--dport" in f and "-p" in f:
+            out.add((f[f.index("-p") + 1], int(f[f.index("--dport") + 1]), "0.0.0.0"))
+    return out
+
+
 def host_routes() -> list[str]:
     """Destinations of the host's IPv4 routes (to refuse a subnet that is in use)."""
     out = _run(["ip", "-4", "route", "show", "table", "all"], check=False)

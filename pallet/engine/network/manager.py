@@ -300,9 +300,10 @@ class Networks:
         maps: list[dict[str, Any]],
     ) -> None:  # fmt: skip
         with host_lock():
-            taken = {(m["protocol"], m["hostPort"], m["hostIP"] or "0.0.0.0")
-                     for s in self.store.sandboxes().values() for m in s.get("ports") or []}  # fmt: skip
-            ports.reserve(maps, taken)
+            if maps:
+                taken = {(m["protocol"], m["hostPort"], m["hostIP"] or "0.0.0.0")
+                         for s in self.store.sandboxes().values() for m in s.get("ports") or []}  # fmt: skip
+                ports.reserve(maps, taken | bridge.hostports())
             n = self.store.network(n["Id"])
             if not n["Bridge"]:  # the default network, made on its first container
                 self._materialize(n["Id"], n["Name"], n, None, None)
@@ -454,14 +455,15 @@ class Networks:
             return
         files = Path(sb["files"])
         lines = [_BASE_HOSTS.rstrip("\n")]
-        gw = ""
+        eps = self.store.endpoints(cid=cid)
+        # host-gateway: the host as the container reaches it, its first network's gateway (docker's
+        # default bridge gateway); with --network host the host is the container's own loopback
+        gw = next((e[2]["gateway"] for e in eps if e[2].get("gateway")), "127.0.0.1")
         for h in sb["extra_hosts"]:
             name, addr = _host_entry(h)
-            if addr == "host-gateway":
-                addr = gw or "127.0.0.1"
-            lines.append(f"{addr}\t{name}")
+            lines.append(f"{gw if addr == 'host-gateway' else addr}\t{name}")
         seen = set()
-        for _, nid, ep in self.store.endpoints(cid=cid):
+        for _, nid, ep in eps:
             n = self.store.network(nid)
             if ep.get("ip"):
                 lines.append(f"{ep['ip']}\t{sb['hostname']}")

@@ -88,6 +88,9 @@ def test_published_port_answers_on_loopback_and_from_another_host(net: NetPallet
     assert any(line.startswith("81/udp -> 127.0.0.1:") for line in lines)
     assert net("port", web, "80").stdout.strip() == f"0.0.0.0:{port}"
     assert f"0.0.0.0:{port}->80/tcp" in net("ps", "--format", "{{.Ports}}").stdout
+    # the port is taken while the container holds it (portmap binds no socket: the engine checks)
+    p = net.run("--rm", "-p", f"{port}:80", "busybox", "true", check=False)
+    assert p.returncode == 125 and "already allocated" in p.stderr
     # -P: every exposed port (the image's and --expose) on a port of the host's choosing
     allp = net.name("all")
     net.run("-d", "--name", allp, "--expose", "8080", "--expose", "53/udp", "-P", "busybox", "sleep", "60")
