@@ -250,7 +250,7 @@ class Engine:
         """The network namespace to join: ours, or with --network container:NAME that container's."""
         mode = host.get("NetworkMode") or ""
         if not mode.startswith("container:"):
-            return str(self.networks.sandbox_key(rec.id))
+            return str(self.networks.ensure(rec.id))
         other = self.get(mode.split(":", 1)[1])
         if other.status != "running":
             raise FailedPrecondition(f"cannot join the network of container {other.name}: it is not running")

@@ -108,14 +108,24 @@ class Chain:
             saved = json.loads(cache.read_text())
         except (OSError, ValueError):
             return
+        from pallet.engine.network.netns import is_mounted
+
         first: Exception | None = None
-        netns = saved["netns"] if os.path.exists(saved["netns"]) else ""
+        # a namespace that is gone (a reboot, a crash) is passed as none: the spec lets DEL clean up
+        # the host's side (lease, rules) without it
+        netns = saved["netns"] if os.path.exists(saved["netns"]) and is_mounted(saved["netns"]) else ""
         for conf in reversed(saved["confs"]):
             if saved["result"] is not None:
                 conf = conf | {"prevResult": saved["result"]}
             try:
                 _exec("DEL", conf, cid, netns, ifname)
             except FailedPrecondition as e:
+                if netns:
+                    try:  # the host's side at least, whatever state the namespace is in
+                        _exec("DEL", conf, cid, "", ifname)
+                        continue
+                    except FailedPrecondition:
+                        pass
                 first = first or e
         if first is not None:
             raise first

@@ -302,11 +302,17 @@ class Networks:
         with host_lock():
             if maps:
                 taken = {(m["protocol"], m["hostPort"], m["hostIP"] or "0.0.0.0")
-                         for s in self.store.sandboxes().values() for m in s.get("ports") or []}  # fmt: skip
+                         for c, s in self.store.sandboxes().items() if c != cid for m in s.get("ports") or []}  # fmt: skip
                 ports.reserve(maps, taken | bridge.hostports())
             n = self.store.network(n["Id"])
             if not n["Bridge"]:  # the default network, made on its first container
                 self._materialize(n["Id"], n["Name"], n, None, None)
+            elif not bridge.link_exists(n["Bridge"]):  # gone with a reboot: made again as recorded
+                net = ipaddress.ip_network(n["Subnet"])
+                bridge.delete(n["Id"], n["Bridge"])  # rules a lost link left
+                bridge.create(
+                    n["Id"], n["Name"], n["Bridge"], n["Gateway"], net.prefixlen, n["Internal"], str(net)
+                )
             used = {e[2]["ifname"] for e in self.store.endpoints(cid=cid)}
             ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in used)
             ep: dict[str, Any] = {"ifname": ifname, "ip": "", "mac": "", "aliases": aliases}
@@ -411,6 +417,26 @@ class Networks:
         with host_lock():
             self._release_default()  # a bridge made by a create killed before its endpoint was recorded
         return gone
+
+    def ensure(self, cid: str) -> str:
+        """The container's namespace for a start, made again with its endpoints (same addresses,
+        aliases and host ports) if it is gone: a reboot empties the runroot and the host's links."""
+        sb = self.store.sandbox(cid)
+        if not sb or not sb["netns"]:
+            return ""
+        if os.path.exists(sb["netns"]) and netns.is_mounted(sb["netns"]):
+            return str(sb["netns"])
+        eps = self.store.endpoints(cid=cid)
+        for _, nid, _ in eps:
+            self._leave(cid, nid)
+        netns.delete(sb["netns"])
+        netns.create(sb["netns"])
+        for i, (_, nid, ep) in enumerate(eps):
+            n = self.store.network(nid)
+            ip = "" if n["Default"] else ep.get("ip", "")  # the default network may get a new subnet
+            self._join(cid, sb, n, ep.get("aliases") or [], ip, list(sb["ports"]) if i == 0 else [])
+        self.write_files(cid)
+        return str(sb["netns"])
 
     def sandbox_key(self, cid: str) -> str:
         sb = self.store.sandbox(cid)

@@ -234,3 +234,21 @@ def test_containers_joining_at_once_all_see_each_other(net: NetPallet) -> None:
         for other in names:
             if other != n:
                 assert f"{ips[other]}\t{other} " in hosts, (n, hosts)
+
+
+def test_start_after_a_reboot_makes_the_network_again(net: NetPallet) -> None:
+    """A reboot empties the runroot (the namespace file) and the host's links and rules: start makes
+    them again as recorded, with the same address on a user network and the same published port."""
+    name, _ = net.network("boot")
+    port = free_port()
+    c = net.name("boot")
+    net.run("-d", "--name", c, "--network", name, "-p", f"{port}:80", "busybox", "sh", "-c", HTTPD)
+    ip = json.loads(net("inspect", "-f", "{{json .NetworkSettings.Networks}}", c).stdout)[name]["IPAddress"]
+    net("stop", "-t", "1", c)
+    key = net("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", c).stdout.strip()
+    subprocess.run(["umount", key], check=True)
+    br = json.loads(net("network", "inspect", name).stdout)[0]["Options"]["com.docker.network.bridge.name"]
+    subprocess.run(["ip", "link", "del", br], check=True)
+    net("start", c)
+    assert f"inet {ip}/" in net("exec", c, "ip", "-4", "addr").stdout
+    assert _wait_http(f"http://127.0.0.1:{port}/").startswith("hello-")
