@@ -95,7 +95,10 @@ def proxy(s: socket.socket, stdin: bool, tty: bool, sock_path: str | None = None
                                 k.recv(16)
                     continue
                 if key.data == "sock":
-                    msg = s.recv(65536)
+                    try:
+                        msg = s.recv(65536)
+                    except ConnectionResetError:
+                        return None
                     if not msg:
                         return None
                     tag, body = msg[:1], msg[1:]
@@ -112,7 +115,12 @@ def proxy(s: socket.socket, stdin: bool, tty: bool, sock_path: str | None = None
                     if tty and DETACH_KEYS in prev[-1:] + data:
                         return None
                     prev = data
-                    s.send(b"0" + data)
+                    try:
+                        s.send(b"0" + data)
+                    except (
+                        OSError
+                    ):  # the container exited and its monitor hung up: what is left to read is ours
+                        data = b""
                     if not data:
                         sel.unregister(in_fd)
 

@@ -109,19 +109,24 @@ def capabilities(add: list[str], drop: list[str], privileged: bool) -> list[str]
 
 
 def _passwd(rootfs: Path, name: str) -> list[str] | None:
-    for line in _lines(rootfs / "etc/passwd"):
+    for line in _lines(rootfs, "/etc/passwd"):
         f = line.split(":")
         if len(f) >= 7 and (f[0] == name or (name.isdigit() and f[2] == name)):
             return f
     return None
 
 
-def _lines(path: Path) -> list[str]:
+def _lines(rootfs: Path, path: str) -> list[str]:
+    """A file of the image, resolved inside its root: an image whose /etc is a link to /etc must not
+    make us read the host's passwd."""
+    from pallet.engine.copy import resolve_in
+
     try:
-        # the rootfs is the container's: never follow its symlinks out of it
-        if path.is_symlink():
-            return []
-        return path.read_text(errors="replace").splitlines()
+        target = resolve_in(rootfs, path)
+    except InvalidArgument:  # a link loop in the image: no entries
+        return []
+    try:
+        return target.read_text(errors="replace").splitlines() if not target.is_symlink() else []
     except OSError:
         return []
 
@@ -136,7 +141,7 @@ def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int], str]:
     uid = int(pw[2]) if pw else int(name)
     gid = int(pw[3]) if pw else 0
     home = pw[5] if pw else "/"
-    groups = _lines(rootfs / "etc/group")
+    groups = _lines(rootfs, "/etc/group")
     if group:
         if group.isdigit():
             gid = int(group)

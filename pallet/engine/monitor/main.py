@@ -424,6 +424,14 @@ class Monitor:
         c = self.clients.pop(fd, None)
         if c is not None:
             self.unwatch(fd)
+            # read what the client sent last (stdin, its EOF): closing on unread data would reset the
+            # connection, and the client could lose the exit code queued for it
+            c.sock.setblocking(False)
+            try:
+                while c.sock.recv(CHUNK + 1):
+                    pass
+            except OSError:
+                pass
             c.sock.close()
 
     def client_message(self, fd: int) -> None:

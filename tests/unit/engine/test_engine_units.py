@@ -36,9 +36,12 @@ def test_users(rootfs: Path) -> None:
         spec.resolve_user(rootfs, "nobody")
     with pytest.raises(NotFound, match="unable to find group nogroup"):
         spec.resolve_user(rootfs, "app:nogroup")
+    (rootfs / "etc/passwd").rename(rootfs / "passwd")
+    (rootfs / "etc/passwd").symlink_to("/passwd")  # an absolute link means the image's /passwd
+    assert spec.resolve_user(rootfs, "app")[0] == 1000
     (rootfs / "etc/passwd").unlink()
-    (rootfs / "etc/passwd").symlink_to("/etc/passwd")  # the host's: never read through the image's link
-    with pytest.raises(NotFound):
+    (rootfs / "etc/passwd").symlink_to("/etc/shadow-of-host/../../../../etc/passwd")
+    with pytest.raises(NotFound):  # never the host's passwd (which has root) through the image's link
         spec.resolve_user(rootfs, "root")
 
 
