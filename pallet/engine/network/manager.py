@@ -273,6 +273,7 @@ class Networks:
                 raise InvalidArgument(f"invalid IP address in add-host: {addr!r}") from None
         if mode.startswith("container:"):
             sb["netns"] = ""  # the engine joins the other container's namespace; nothing of ours to make
+            self._share_files(mode.split(":", 1)[1], files)
         elif mode not in ("none", "host"):
             net = self.get(mode)
             if ip:
@@ -401,6 +402,27 @@ class Networks:
         if sb and sb["mode"] == DEFAULT:
             with host_lock():
                 self._release_default()  # made for a join that then failed
+
+    def _share_files(self, ref: str, files: Path) -> None:
+        """--network container:NAME: that container's hosts and resolv.conf, as docker shares them
+        (copied at create: later changes to the other's peers are not followed)."""
+        from pallet.engine.store import ContainerStore
+
+        cs = ContainerStore(self.root / "engine" / "containers.db")
+        try:
+            other = cs.get(ref).id
+        finally:
+            cs.close()
+        sb = self.store.sandbox(other)
+        if sb is None:
+            return
+        for name in ("hosts", "resolv.conf"):
+            try:
+                text = (Path(sb["files"]) / name).read_text()
+            except OSError:
+                continue
+            if (files / name).exists():
+                _write_in_place(files / name, text)
 
     def repair(self) -> list[str]:
         """Sandboxes whose container record is gone (a crash between the two): undone."""

@@ -150,8 +150,13 @@ def test_none_host_and_container_modes(net: NetPallet) -> None:
     first = net.name("first")
     net.run("-d", "--name", first, "busybox", "sleep", "60")
     ip = net("inspect", "-f", "{{.NetworkSettings.IPAddress}}", first).stdout.strip()
-    out = net.run("--rm", "--network", f"container:{first}", "busybox", "ip", "-4", "addr").stdout
+    out = net.run(
+        "--rm", "--network", f"container:{first}", "busybox", "sh", "-c", "ip -4 addr; cat /etc/hosts"
+    ).stdout
     assert f"inet {ip}/" in out
+    assert f"{ip}\t" in out  # the other container's hosts file
+    p = net.run("--rm", "--network", "container:nosuch", "busybox", "true", check=False)
+    assert p.returncode == 125 and "No such container: nosuch" in p.stderr
 
 
 def test_bad_input_is_refused_and_leaves_nothing(net: NetPallet) -> None:
