@@ -87,6 +87,21 @@ class NetPallet(Pallet):
         for n in self("network", "ls", "-q", "--filter", "type=custom", check=False).stdout.split():
             self("network", "rm", n, check=False)
 
+    def force_cleanup(self) -> None:
+        """After a failure the engine could not undo: every recorded bridge and its rules, by record."""
+        import json
+        import sqlite3
+
+        from pallet.engine.network import bridge
+
+        db = self.root / "engine" / "networks.db"
+        if db.exists():
+            con = sqlite3.connect(db)
+            for nid, conf in con.execute("SELECT id, config FROM networks"):
+                if json.loads(conf).get("Bridge"):
+                    bridge.delete(nid, json.loads(conf)["Bridge"])
+            con.close()
+
 
 @pytest.fixture
 def net(workdir: Path, token: str, busybox_tar: Path, leakcheck: None) -> Iterator[NetPallet]:  # noqa: F811
@@ -99,6 +114,8 @@ def net(workdir: Path, token: str, busybox_tar: Path, leakcheck: None) -> Iterat
     finally:
         p.cleanup()
         left = p.host_state()
+        if left:
+            p.force_cleanup()  # then fail: the engine should have removed it all
         try:
             next(gen)
         except StopIteration:
