@@ -165,6 +165,21 @@ def test_cp_both_ways_and_commit(pallet: Pallet, workdir: Path) -> None:
     assert image.startswith("sha256:")
     r = pallet.run("--rm", f"{pallet.token}:v1", "sh", "-c", "cat /tmp/in.txt /data/a")
     assert r.stdout == "from host\na\n"
+    # links in the container resolve in the container, whichever way the copy goes
+    pallet(
+        "exec",
+        name,
+        "sh",
+        "-c",
+        f"ln -s /etc /{pallet.token}; echo mine > /tmp/secret; ln -s /tmp/secret /out",
+    )
+    pallet("cp", str(workdir / "in.txt"), f"{name}:/{pallet.token}/{pallet.token}.txt")
+    assert not Path(f"/etc/{pallet.token}.txt").exists()
+    assert pallet("exec", name, "cat", f"/etc/{pallet.token}.txt").stdout == "from host\n"
+    pallet("cp", f"{name}:/out", str(workdir / "o"))
+    assert os.readlink(workdir / "o") == "/tmp/secret"  # the link itself, as docker cp without -L
+    pallet("cp", f"{name}:/{pallet.token}/passwd", str(workdir / "pw"))
+    assert (workdir / "pw").read_text().endswith("app:x:1000:1000:app:/home/app:/bin/sh\n")  # the image's
     # a stopped container's files can be copied out too
     pallet("stop", "-t", "0", name)
     pallet("cp", f"{name}:/tmp/in.txt", str(workdir / "again.txt"))
