@@ -21,6 +21,7 @@ import struct
 import sys
 import termios
 
+from pallet.linux import net
 from pallet.linux import syscalls as s
 from pallet.runtime import process, sync
 from pallet.runtime.rootfs import RootfsBuilder, idmapped_trees
@@ -226,6 +227,8 @@ def stage2_create(
     os.setsid()
     if boot.get("new_keyring"):
         _join_keyring(sysc, boot["container_id"])
+    if ns.get("network") == "":
+        net.bring_up("lo")  # a new network namespace starts with loopback down; runc brings it up too
     fifo_fd = os.open(boot["fifo"], os.O_PATH | os.O_CLOEXEC)
     builder = RootfsBuilder(
         sysc, spec, boot["rootfs"], boot.get("cgroup_paths") or {}, boot.get("idmapped_trees") or {}

@@ -232,8 +232,6 @@ class Monitor:
             return err
         with open(cfg["pid_file"]) as f:
             self.init_pid = int(f.read().strip())
-        if cfg.get("network") == "none":
-            self._loopback_up()
         return None
 
     def _create_pipes(self, args: list[str]) -> str | None:
@@ -298,29 +296,6 @@ class Monitor:
         self.outputs[master] = "stdout"
         self.watch(master, "output")
         return None
-
-    def _loopback_up(self) -> None:
-        """--network none: the new network namespace has only lo, and it starts down (as docker's sandbox
-        does, bring it up); done in a forked child so that this process never changes namespace."""
-        pid = os.fork()
-        if pid == 0:
-            try:
-                import fcntl
-                import socket
-                import struct
-
-                from pallet.linux import syscalls
-
-                fd = os.open(f"/proc/{self.init_pid}/ns/net", os.O_RDONLY)
-                syscalls.default().setns(fd, 0x40000000)  # CLONE_NEWNET
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                req = struct.pack("16sH14x", b"lo", 0)
-                flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, req))[1]  # SIOCGIFFLAGS
-                fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))  # SIOCSIFFLAGS IFF_UP
-                os._exit(0)
-            except BaseException:
-                os._exit(1)
-        os.waitpid(pid, 0)
 
     def start(self) -> str | None:
         self.waiting_attach = False

@@ -8,29 +8,11 @@ from __future__ import annotations
 
 import os
 
-from pallet.linux import syscalls
-
-_SIOCGIFFLAGS = 0x8913
-_SIOCSIFFLAGS = 0x8914
-
-
-def _lo_up() -> None:
-    import fcntl
-    import socket
-    import struct
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]
-        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | 1))
+from pallet.linux import net, syscalls
 
 
 def create(path: str) -> None:
     """A new network namespace pinned at ``path`` (a regular file made here), with lo up."""
-    import fcntl  # noqa: F401  (imported before fork: after fork, nothing clever)
-    import socket  # noqa: F401
-    import struct  # noqa: F401
-
     sc = syscalls.default()
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
@@ -42,7 +24,7 @@ def create(path: str) -> None:
         try:
             os.close(r)
             sc.unshare(syscalls.CLONE_NEWNET)
-            _lo_up()
+            net.bring_up("lo")
             sc.mount("/proc/self/ns/net", path, None, syscalls.MS_BIND)
             code = 0
         except OSError as e:

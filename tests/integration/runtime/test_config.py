@@ -378,3 +378,10 @@ def test_session_keyring(rt: RuntimeCLI, bundle: Path, cid: str, flag: list[str]
     rt("run", "-d", *flag, "--bundle", str(bundle), cid)
     keys = Path("/proc/keys").read_text()  # "... keyring   _ses.ID: empty"
     assert (f" _ses.{cid}:" in keys) != bool(flag)
+
+
+def test_new_network_namespace_has_loopback_up(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
+    """As runc: a new network namespace starts with lo down, and the runtime brings it up."""
+    set_config(bundle, process__args=["ip", "link", "show", "lo"])
+    flags = run_out(rt, bundle, cid).splitlines()[0].split("<")[1].split(">")[0].split(",")
+    assert "UP" in flags and "LOWER_UP" in flags
