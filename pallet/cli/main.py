@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "pallet.cli.images",
     "pallet.cli.registry",
     "pallet.cli.containers",
+    "pallet.cli.service",
     "pallet.cli.networks",
     "pallet.cli.volumes",
 ]

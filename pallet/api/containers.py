@@ -1,0 +1,570 @@
+"""Container endpoints (all but the streams, in streams.py): each translates docker's JSON to the
+engine's calls, the same calls the CLI verbs make, and the engine's records back to docker's JSON."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import tarfile
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pallet.api.server import HTTPError, Request
+from pallet.errors import FailedPrecondition, InvalidArgument, NotFound
+
+# the HostConfig fields the engine acts on (pallet.engine.spec and the monitor)
+HOST_KEYS = (
+    "AutoRemove Privileged ReadonlyRootfs CapAdd CapDrop SecurityOpt Sysctls Tmpfs ShmSize Memory MemorySwap "
+    "MemoryReservation NanoCpus CpuShares CpusetCpus PidsLimit BlkioWeight BlkioDeviceReadBps "
+    "BlkioDeviceWriteBps OomScoreAdj Ulimits Init RestartPolicy LogConfig PidMode IpcMode UTSMode "
+    "NetworkMode Runtime CgroupParent Binds"
+).split()
+CONFIG_KEYS = (
+    "Image Cmd Entrypoint Env WorkingDir User Hostname Tty OpenStdin AttachStdin StopSignal Labels "
+    "Healthcheck Volumes"
+).split()
+
+
+def engine_config(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """docker's create body → the engine's (Config, HostConfig), checked as the CLI checks its flags."""
+    from pallet.cli.containers import _restart
+    from pallet.engine.spec import capabilities, parse_signal
+
+    cfg = {k: body[k] for k in CONFIG_KEYS if body.get(k) is not None}
+    if not cfg.get("Image"):
+        raise InvalidArgument("Config.Image is required")
+    hc = body.get("HostConfig") or {}
+    host: dict[str, Any] = {k: hc[k] for k in HOST_KEYS if hc.get(k) not in (None, "", [], {})}
+    host["Devices"] = [
+        f"{d['PathOnHost']}:{d.get('PathInContainer') or d['PathOnHost']}:{d.get('CgroupPermissions') or 'rwm'}"
+        for d in hc.get("Devices") or []
+    ]
+    mode = host.get("NetworkMode") or "default"
+    if mode in ("default", "bridge"):
+        mode = "none"  # no networks until the networks issue lands: the engine's own default
+    if mode not in ("none", "host"):
+        raise NotFound(f"network {mode} not found")
+    host["NetworkMode"] = mode
+    log = host.get("LogConfig") or {}
+    if log.get("Type") not in (None, "", "json-file"):
+        raise InvalidArgument(f"logging driver {log['Type']!r} is not supported (json-file only)")
+    host["LogConfig"] = {"Type": "json-file", "Config": log.get("Config") or {}}
+    restart = host.get("RestartPolicy") or {}
+    name = restart.get("Name") or "no"
+    count = restart.get("MaximumRetryCount") or 0
+    host["RestartPolicy"] = _restart(f"{name}:{count}" if name == "on-failure" and count else name)
+    if host.get("AutoRemove") and name != "no":
+        raise InvalidArgument("Conflicting options: RestartPolicy and AutoRemove")
+    if body.get("StopTimeout") is not None:
+        host["StopTimeout"] = body["StopTimeout"]
+    capabilities(host.get("CapAdd") or [], host.get("CapDrop") or [], bool(host.get("Privileged")))
+    if cfg.get("StopSignal"):
+        parse_signal(cfg["StopSignal"])
+    if isinstance(cfg.get("Cmd"), str):
+        cfg["Cmd"] = [cfg["Cmd"]]
+    if isinstance(cfg.get("Entrypoint"), str):
+        cfg["Entrypoint"] = [cfg["Entrypoint"]]
+    return cfg, host
+
+
+def create(req: Request) -> dict[str, Any]:
+    body = req.body.json()
+    cfg, host = engine_config(body)
+    rec = req.engine.create(cfg, host, req.query.get("name") or None)
+    req.send(201, json.dumps({"Id": rec.id, "Warnings": []}).encode())
+    return {}
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+
+
+def summary(eng: Any, rec: Any) -> dict[str, Any]:
+    """One container as GET /containers/json lists it."""
+    from pallet.cli.containers import _command, _status_text
+
+    cfg = rec.config["Config"]
+    net = rec.config["HostConfig"].get("NetworkMode") or "none"
+    return {
+        "Id": rec.id,
+        "Names": ["/" + rec.name],
+        "Image": cfg.get("Image", ""),
+        "ImageID": rec.config.get("Image", ""),
+        "Command": _command(cfg),
+        "Created": int(rec.created),
+        "Ports": [],
+        "Labels": cfg.get("Labels") or {},
+        "State": eng.status(rec),
+        "Status": _status_text(eng, rec),
+        "HostConfig": {"NetworkMode": net},
+        "NetworkSettings": {"Networks": {net: _endpoint()}},
+        "Mounts": rec.config.get("Mounts") or [],
+    }
+
+
+def _endpoint() -> dict[str, Any]:
+    return {
+        "IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": "", "EndpointID": "", "Gateway": "",
+        "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0, "MacAddress": "",
+    }  # fmt: skip
+
+
+def list_containers(req: Request) -> list[dict[str, Any]]:
+    from pallet.cli.containers import _ps_filter
+
+    eng = req.engine
+    recs = eng.all()
+    filters = req.filters()
+    if not req.flag("all"):
+        recs = [r for r in recs if eng.status(r) in ("running", "paused", "restarting")]
+    flat = [f"{k}={v}" for k, vs in filters.items() for v in vs]
+    recs = [r for r in recs if _ps_filter(eng, r, flat)]
+    limit = req.number("limit", -1)
+    if limit is not None and limit > 0:
+        recs = recs[:limit]
+    out = [summary(eng, r) for r in recs]
+    if req.flag("size"):
+        usage = dict(eng.images.writable_snapshots())
+        for o in out:
+            o["SizeRw"] = usage.get(o["Id"], 0)
+    return out
+
+
+def inspect(req: Request) -> dict[str, Any]:
+    from pallet.cli.containers import inspect_dict
+
+    eng = req.engine
+    rec = eng.get(req.args["id"])
+    d = inspect_dict(eng, rec)
+    net = d["HostConfig"].get("NetworkMode") or "none"
+    d["NetworkSettings"] = {
+        "Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": {}, "SandboxKey": "",
+        "Networks": {net: _endpoint()}, **{k: v for k, v in _endpoint().items() if k not in ("Aliases",)},
+    }  # fmt: skip
+    d["AppArmorProfile"] = ""
+    d["ExecIDs"] = [x for x, e in req.server.execs.items() if e.cid == rec.id and e.running] or None
+    d["GraphDriver"] = {"Name": d.get("Driver", ""), "Data": {}}
+    d["MountLabel"] = d["ProcessLabel"] = ""
+    d["Config"] = {"AttachStdin": False, "AttachStdout": False, "AttachStderr": False, **d["Config"]}
+    return d
+
+
+# -- state changes ----------------------------------------------------------------------------------------
+
+
+def start(req: Request) -> None:
+    from pallet.engine import attach
+
+    eng = req.engine
+    rec = eng.get(req.args["id"])
+    if eng.status(rec) in ("running", "restarting"):
+        raise HTTPError(304, "container already started")
+    waiting = req.server.hub.take(rec.id)
+    if not waiting:
+        eng.start(rec.id)
+        req.server.hub.started()
+        return None
+    # someone attached before the start (docker run): the monitor holds the process until they are in
+    try:
+        rec, sync = eng.start(rec.id, attach_wait=True)
+    except Exception as e:
+        for p in waiting:
+            p.give(None, str(e))
+        raise
+    try:
+        for p in waiting:
+            p.give(attach.connect(eng.sock(rec.id), b"a%d" % p.stdin))
+        eng.finish_start(rec, sync)
+    finally:
+        req.server.hub.started()
+    return None
+
+
+def stop(req: Request) -> None:
+    eng = req.engine
+    rec = eng.get(req.args["id"])
+    if eng.status(rec) not in ("running", "restarting", "paused"):
+        raise HTTPError(304, "container already stopped")
+    eng.stop(rec.id, req.number("t"), req.query.get("signal") or None)
+    return None
+
+
+def restart(req: Request) -> None:
+    eng = req.engine
+    rec = eng.get(req.args["id"])
+    eng.stop(rec.id, req.number("t"), req.query.get("signal") or None)
+    eng.start(rec.id)
+    req.server.hub.started()
+    return None
+
+
+def kill(req: Request) -> None:
+    req.engine.kill(req.args["id"], req.query.get("signal") or "SIGKILL")
+    return None
+
+
+def wait(req: Request) -> None:
+    """``not-running`` (default): now if it is not running; ``next-exit``: the exit after the next
+    start (docker run asks before it starts); ``removed``: that, and the record gone (--rm)."""
+    eng = req.engine
+    cond = req.query.get("condition") or "not-running"
+    if cond not in ("not-running", "next-exit", "removed"):
+        raise InvalidArgument(f"invalid condition: {cond!r}")
+    rec = eng.get(req.args["id"])
+    # the headers go at once: docker's client waits for them before it starts the container
+    out = req.stream()
+    out.json(_wait(req, eng, rec, cond))
+    out.close()
+
+
+def _wait(req: Request, eng: Any, rec: Any, cond: str) -> dict[str, Any]:
+    code = int(rec.state.get("ExitCode", 0))
+    started = rec.state.get("StartedAt")
+    hub = req.server.hub
+    if cond != "not-running":
+        # wait for a start (by us, or by a CLI beside us: checked every second)
+        with hub.cond:
+            while True:
+                try:
+                    rec = eng.get(rec.id)
+                except NotFound:
+                    return {"StatusCode": code, "Error": None}
+                if eng.status(rec) in ("running", "paused", "restarting"):
+                    break
+                if rec.state.get("StartedAt") != started and eng.status(rec) == "exited":
+                    break  # started and already gone
+                if cond == "removed" and eng.status(rec) in ("exited", "dead") and rec.state.get("StartedAt"):
+                    break
+                hub.cond.wait(1.0)
+    try:
+        code = eng.wait(rec.id)
+    except NotFound:
+        pass  # an --rm container removed by its monitor meanwhile
+    except (OSError, FailedPrecondition):
+        # the monitor went away as we asked (it exits with its container): the record has the code
+        try:
+            code = int(eng.get(rec.id).state.get("ExitCode", code))
+        except NotFound:
+            pass
+    if cond == "removed":
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                r = eng.get(rec.id)
+                code = int(r.state.get("ExitCode", code))
+            except NotFound:
+                break
+            if not r.config["HostConfig"].get("AutoRemove"):
+                break  # nobody will remove it: docker would wait for a rm; we answer at the exit
+            time.sleep(0.05)  # the monitor removes it right after the exit: a short window
+    return {"StatusCode": code, "Error": None}
+
+
+def remove(req: Request) -> None:
+    req.engine.remove(req.args["id"], req.flag("force"), req.flag("v"))
+    return None
+
+
+def rename(req: Request) -> None:
+    name = req.query.get("name") or ""
+    if not name:
+        raise InvalidArgument("name is required")
+    req.engine.rename(req.args["id"], name)
+    return None
+
+
+def pause(req: Request) -> None:
+    req.engine.pause(req.args["id"])
+    return None
+
+
+def unpause(req: Request) -> None:
+    req.engine.unpause(req.args["id"])
+    return None
+
+
+def top(req: Request) -> dict[str, Any]:
+    header, rows = req.engine.top(req.args["id"])
+    return {"Titles": header, "Processes": rows}
+
+
+def prune(req: Request) -> dict[str, Any]:
+    eng = req.engine
+    usage = dict(eng.images.writable_snapshots())
+    deleted, freed = [], 0
+    for rec in eng.all():
+        if eng.status(rec) in ("exited", "created", "dead"):
+            freed += usage.get(rec.id, 0)
+            eng.remove(rec.id, force=True)
+            deleted.append(rec.id)
+    return {"ContainersDeleted": deleted or None, "SpaceReclaimed": freed}
+
+
+def update(req: Request) -> dict[str, Any]:
+    from pallet.cli.containers import _restart
+
+    body = req.body.json()
+    flags: list[str] = []
+    host: dict[str, Any] = {}
+    for key, flag in (
+        ("Memory", "--memory"),
+        ("MemorySwap", "--memory-swap"),
+        ("MemoryReservation", "--memory-reservation"),
+        ("CpuShares", "--cpu-share"),
+        ("CpusetCpus", "--cpuset-cpus"),
+        ("PidsLimit", "--pids-limit"),
+        ("BlkioWeight", "--blkio-weight"),
+        ("CpuQuota", "--cpu-quota"),
+        ("CpuPeriod", "--cpu-period"),
+    ):
+        if body.get(key):
+            host[key] = body[key]
+            flags += [flag, str(body[key])]
+    if body.get("NanoCpus"):
+        host["NanoCpus"] = body["NanoCpus"]
+        flags += ["--cpu-period", "100000", "--cpu-quota", str(body["NanoCpus"] * 100000 // 1_000_000_000)]
+    if body.get("RestartPolicy", {}).get("Name"):
+        rp = body["RestartPolicy"]
+        count = rp.get("MaximumRetryCount") or 0
+        host["RestartPolicy"] = _restart(
+            f"{rp['Name']}:{count}" if rp["Name"] == "on-failure" and count else rp["Name"]
+        )
+    req.engine.update(req.args["id"], flags, host)
+    return {"Warnings": []}
+
+
+# -- stats ----------------------------------------------------------------------------------------------------
+
+
+def _system_cpu() -> int:
+    """/proc/stat's cpu line in nanoseconds, as docker's system_cpu_usage."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:8]
+    return sum(int(x) for x in fields) * (10**9 // os.sysconf("SC_CLK_TCK"))
+
+
+def docker_stats(rec: Any, data: dict[str, Any], pre: dict[str, Any] | None) -> dict[str, Any]:
+    cpu = data.get("cpu", {}).get("usage", {})
+    mem = data.get("memory", {}).get("usage", {})
+    host_mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = mem.get("limit", 0)
+    ncpu = os.cpu_count() or 1
+    cpu_stats = {
+        "cpu_usage": {
+            "total_usage": cpu.get("total", 0),
+            "percpu_usage": cpu.get("percpu") or None,
+            "usage_in_kernelmode": cpu.get("kernel", 0),
+            "usage_in_usermode": cpu.get("user", 0),
+        },
+        "system_cpu_usage": _system_cpu(),
+        "online_cpus": ncpu,
+        "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+    }
+    empty_cpu = {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": ncpu,
+                 "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}  # fmt: skip
+    return {
+        "read": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "preread": (pre or {}).get("read", "0001-01-01T00:00:00Z"),
+        "id": rec.id,
+        "name": "/" + rec.name,
+        "pids_stats": {"current": data.get("pids", {}).get("current", 0)},
+        "blkio_stats": {"io_service_bytes_recursive": None},
+        "num_procs": 0,
+        "storage_stats": {},
+        "cpu_stats": cpu_stats,
+        "precpu_stats": (pre or {}).get("cpu_stats", empty_cpu),
+        "memory_stats": {
+            "usage": mem.get("usage", 0),
+            "max_usage": mem.get("max", 0),
+            "limit": limit if 0 < limit < host_mem else host_mem,
+            "stats": data.get("memory", {}).get("raw") or {},
+        },
+        "networks": {},
+    }
+
+
+def stats(req: Request) -> None:
+    eng = req.engine
+    rec = eng.get(req.args["id"])
+    streaming = req.flag("stream", True)
+    one_shot = req.flag("one-shot")
+    if eng.status(rec) != "running":
+        # docker answers a stopped container with zeroed stats
+        data: dict[str, Any] = {}
+        req.send(200, json.dumps(docker_stats(rec, data, None)).encode())
+        return
+    pre = None
+    if not streaming and not one_shot:
+        pre = docker_stats(rec, eng.stats(rec.id), None)  # two samples: docker's CPU % needs a pair
+        time.sleep(1.0)
+    out = req.stream()
+    while True:
+        try:
+            cur = docker_stats(rec, eng.stats(rec.id), pre)
+        except Exception:  # noqa: BLE001 - the container went away: the stream ends
+            break
+        out.json(cur)
+        if not streaming:
+            break
+        pre = cur
+        from pallet.api.system import _client_gone
+
+        if _client_gone(req, 1.0):
+            return
+    out.close()
+
+
+# -- files --------------------------------------------------------------------------------------------------
+
+
+def changes(req: Request) -> list[dict[str, Any]]:
+    from pallet.cli.images import _MOUNTPOINTS
+    from pallet.image.rootfs import diff
+
+    eng = req.engine
+    rec = eng.get(req.args["id"])
+    kinds = {"C": 0, "A": 1, "D": 2}
+    return [{"Path": p, "Kind": kinds[k]} for k, p in diff(eng.images, rec.id, _MOUNTPOINTS)]
+
+
+def export(req: Request) -> None:
+    from pallet.api.images import _Writer
+    from pallet.image.rootfs import export as export_rootfs
+
+    eng = req.engine
+    rec = eng.get(req.args["id"])
+    out = req.stream("application/x-tar")
+    export_rootfs(eng.images, rec.id, _Writer(out))  # type: ignore[arg-type]
+    out.close()
+
+
+def _path_stat(target: Any, name: str) -> str:
+    st = os.lstat(target)
+    mode = stat.S_IMODE(st.st_mode)
+    # Go's os.FileMode bits, as docker's X-Docker-Container-Path-Stat carries them
+    if stat.S_ISDIR(st.st_mode):
+        mode |= 1 << 31
+    elif stat.S_ISLNK(st.st_mode):
+        mode |= 1 << 27
+    data = {
+        "name": name,
+        "size": st.st_size,
+        "mode": mode,
+        "mtime": datetime.fromtimestamp(st.st_mtime, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "linkTarget": os.readlink(target) if stat.S_ISLNK(st.st_mode) else "",
+    }
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+def _archive_target(req: Request) -> tuple[Any, Any, Any, bool]:
+    from pallet.engine.copy import resolve_in
+
+    path = req.query.get("path") or ""
+    if not path:
+        raise InvalidArgument("path is required")
+    eng = req.engine
+    rec = eng.get(req.args["id"])
+    root, mounted = eng.rootfs(rec)
+    # the last component is not followed (docker cp copies a link as a link)
+    parent = resolve_in(root, os.path.dirname(path.rstrip("/")) or "/")
+    base = os.path.basename(path.rstrip("/"))
+    target = parent / base if base not in ("", ".") else parent
+    return rec, root, target, mounted
+
+
+def _release(req: Request, rec: Any, mounted: bool) -> None:
+    if mounted:
+        req.engine._unmount_rootfs(rec.id)
+
+
+def archive_head(req: Request) -> None:
+    rec, root, target, mounted = _archive_target(req)
+    try:
+        if not os.path.lexists(target):
+            raise NotFound(f"Could not find the file {req.query['path']} in container {rec.name}")
+        hdr = _path_stat(target, os.path.basename(str(target)) or "/")
+    finally:
+        _release(req, rec, mounted)
+    req.send(200, b"", "application/x-tar", {"X-Docker-Container-Path-Stat": hdr})
+
+
+def archive_get(req: Request) -> None:
+    from pallet.api.images import _Writer
+
+    rec, root, target, mounted = _archive_target(req)
+    try:
+        if not os.path.lexists(target):
+            raise NotFound(f"Could not find the file {req.query['path']} in container {rec.name}")
+        name = os.path.basename(str(target)) or "/"
+        hdr = _path_stat(target, name)
+        out = req.stream("application/x-tar", {"X-Docker-Container-Path-Stat": hdr})
+        with tarfile.open(fileobj=_Writer(out), mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            tar.add(str(target), arcname=name, recursive=True)
+        out.close()
+    finally:
+        _release(req, rec, mounted)
+
+
+def archive_put(req: Request) -> None:
+    """Extract the body (a tar) into a directory of the container, through the layer applier: it
+    refuses ``..`` and links that would lead out of the container's root."""
+    from pallet.image.layers import Whiteouts, apply_tar
+
+    rec, root, target, mounted = _archive_target(req)
+    try:
+        if not os.path.isdir(target):
+            raise NotFound(f"Could not find the directory {req.query['path']} in container {rec.name}")
+        rel = os.path.relpath(target, root)
+        prefix = "" if rel == "." else rel + "/"
+        apply_tar(root, _Prefixed(req.body, prefix) if prefix else req.body, Whiteouts.DELETE)  # type: ignore[arg-type]
+    finally:
+        _release(req, rec, mounted)
+    return None
+
+
+class _Prefixed:
+    """A tar stream whose members are re-rooted under ``prefix``: read member by member, re-written."""
+
+    def __init__(self, body: Any, prefix: str) -> None:
+        import io
+        import threading
+
+        r, w = os.pipe()
+        self.reader = io.open(r, "rb")  # noqa: UP020 - an fd, not a path
+        self.error: BaseException | None = None
+
+        def pump() -> None:
+            try:
+                with io.open(w, "wb") as out:  # noqa: UP020
+                    with (
+                        tarfile.open(fileobj=body, mode="r|") as src,
+                        tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst,
+                    ):
+                        for m in src:
+                            f = src.extractfile(m) if m.isfile() else None
+                            m.name = prefix + _relative(m.name)
+                            if m.islnk():
+                                m.linkname = prefix + _relative(m.linkname)
+                            dst.addfile(m, f)
+            except BaseException as e:  # noqa: BLE001 - handed to the reader's side
+                self.error = e
+
+        self.thread = threading.Thread(target=pump, daemon=True)
+        self.thread.start()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.reader.read(n)
+        if not data:
+            self.thread.join()
+            if self.error is not None:
+                raise InvalidArgument(f"bad tar: {self.error}")
+        return data
+
+
+def _relative(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return name.lstrip("/")
