@@ -148,7 +148,15 @@ def inspect(req: Request) -> dict[str, Any]:
     d["ExecIDs"] = [x for x, e in req.server.execs.items() if e.cid == rec.id and e.running] or None
     d["GraphDriver"] = {"Name": d.get("Driver", ""), "Data": {}}
     d["MountLabel"] = d["ProcessLabel"] = ""
-    d["Config"] = {"AttachStdin": False, "AttachStdout": False, "AttachStderr": False, **d["Config"]}
+    defaults = {"Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
+                "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": [],
+                "Cmd": None, "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None,
+                "OnBuild": None, "Labels": {}}  # fmt: skip
+    d["Config"] = defaults | {k: v for k, v in d["Config"].items() if v is not None}
+    host_defaults = {"Binds": None, "NetworkMode": net, "PortBindings": {}, "RestartPolicy": {"Name": "no"},
+                     "AutoRemove": False, "Privileged": False, "ReadonlyRootfs": False, "Memory": 0,
+                     "LogConfig": {"Type": "json-file", "Config": {}}}  # fmt: skip
+    d["HostConfig"] = host_defaults | {k: v for k, v in d["HostConfig"].items() if v is not None}
     return d
 
 

@@ -358,9 +358,6 @@ class RequestHandler(BaseHTTPRequestHandler):
                 else:
                     req.send(200, json.dumps(result).encode())
         except (PalletError, HTTPError, OSError, ValueError, KeyError) as e:
-            if isinstance(e, OSError) and isinstance(e, BrokenPipeError | ConnectionResetError):
-                self.close_connection = True
-                return
             if self.server.debug or status_for(e) == 500:  # type: ignore[attr-defined]
                 import traceback
 

@@ -15,6 +15,7 @@ import selectors
 import socket
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,10 @@ def logs(req: Request) -> None:
     path = eng.cdir(rec.id) / f"{rec.id}-json.log"
     running = eng.status(rec) in ("running", "paused", "restarting")
     if req.flag("follow") and until is None:
-        first, rest = log_files.follow(path, eng.sock(rec.id), running)
+        try:
+            first, rest = log_files.follow(path, eng.sock(rec.id), running)
+        except OSError:  # the monitor exited as we asked: what is on disk is all there is
+            first, rest = list(log_files.read(path)), iter(())
     else:
         first, rest = list(log_files.read(path)), iter(())
     out = req.stream(_ctype(req, tty))
@@ -76,6 +80,14 @@ def logs(req: Request) -> None:
             data = r["time"].encode() + b" " + data
         out.write(data if tty else frame(1 if r["stream"] == "stdout" else 2, data))
     out.close()
+
+
+def _until_reset(records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """A monitor that exits with its container may reset the follower's socket: that is the end."""
+    try:
+        yield from records
+    except OSError:
+        return
 
 
 # -- attach -------------------------------------------------------------------------------------------------
