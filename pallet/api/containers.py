@@ -164,17 +164,30 @@ def inspect(req: Request) -> dict[str, Any]:
 
 
 def start(req: Request) -> None:
-    from pallet.engine import attach
+    from pallet.engine.containers import StartError
 
     eng = req.engine
     rec = eng.get(req.args["id"])
     if eng.status(rec) in ("running", "restarting"):
         raise HTTPError(304, "container already started")
     waiting = req.server.hub.take(rec.id)
+    try:
+        _start(eng, rec, waiting)
+    except StartError:
+        if rec.config["HostConfig"].get("AutoRemove"):
+            eng.remove(rec.id, force=True, volumes=True)  # as docker's daemon and `pallet run --rm`
+        raise
+    finally:
+        req.server.hub.started()
+    return None
+
+
+def _start(eng: Any, rec: Any, waiting: list[Any]) -> None:
+    from pallet.engine import attach
+
     if not waiting:
         eng.start(rec.id)
-        req.server.hub.started()
-        return None
+        return
     # someone attached before the start (docker run): the monitor holds the process until they are in
     try:
         rec, sync = eng.start(rec.id, attach_wait=True)
@@ -182,13 +195,9 @@ def start(req: Request) -> None:
         for p in waiting:
             p.give(None, str(e))
         raise
-    try:
-        for p in waiting:
-            p.give(attach.connect(eng.sock(rec.id), b"a%d" % p.stdin))
-        eng.finish_start(rec, sync)
-    finally:
-        req.server.hub.started()
-    return None
+    for p in waiting:
+        p.give(attach.connect(eng.sock(rec.id), b"a%d" % p.stdin))
+    eng.finish_start(rec, sync)
 
 
 def stop(req: Request) -> None:
@@ -249,14 +258,13 @@ def _wait(req: Request, eng: Any, rec: Any, cond: str) -> dict[str, Any]:
                 hub.cond.wait(1.0)
     try:
         code = eng.wait(rec.id)
-    except NotFound:
-        pass  # an --rm container removed by its monitor meanwhile
-    except (OSError, FailedPrecondition):
-        # the monitor went away as we asked (it exits with its container): the record has the code
+    except (NotFound, OSError, FailedPrecondition):
+        # the monitor went away as we asked (it exits with its container): the record has the code,
+        # or, for an --rm container its monitor removed meanwhile, the event log's "die"
         try:
             code = int(eng.get(rec.id).state.get("ExitCode", code))
         except NotFound:
-            pass
+            code = _died(req, rec.id, code)
     if cond == "removed":
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -269,6 +277,15 @@ def _wait(req: Request, eng: Any, rec: Any, cond: str) -> dict[str, Any]:
                 break  # nobody will remove it: docker would wait for a rm; we answer at the exit
             time.sleep(0.05)  # the monitor removes it right after the exit: a short window
     return {"StatusCode": code, "Error": None}
+
+
+def _died(req: Request, cid: str, default: int) -> int:
+    from pallet.engine import events
+
+    for ev in reversed(events.read(req.server.root)):
+        if ev["Actor"]["ID"] == cid and ev["Action"] == "die":
+            return int(ev["Actor"]["Attributes"].get("exitCode", default))
+    return default
 
 
 def remove(req: Request) -> None:

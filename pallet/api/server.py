@@ -444,9 +444,13 @@ class Service(ThreadingHTTPServer):
             self.socket.bind(path)
         finally:
             os.umask(old)
-        os.chown(path, 0, self.group if self.group is not None else 0)
+        if os.geteuid() == 0:
+            os.chown(path, 0, self.group if self.group is not None else 0)
+        elif self.group is not None:
+            os.chown(path, -1, self.group)
         os.chmod(path, 0o660)
         self.server_name, self.server_port = path, 0
+        self.bound = True
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         with self.lock:
@@ -465,10 +469,11 @@ class Service(ThreadingHTTPServer):
     def server_close(self) -> None:
         path = str(self.server_address)
         super().server_close()
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        if getattr(self, "bound", False):  # never another service's socket, after a refused bind
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 class Hub:
