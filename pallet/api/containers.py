@@ -547,7 +547,7 @@ def archive_put(req: Request) -> None:
         apply_tar(root, _Prefixed(req.body, prefix) if prefix else req.body, Whiteouts.DELETE)  # type: ignore[arg-type]
     finally:
         _release(req, rec, mounted)
-    return None
+    req.send(200, b"", "text/plain")  # docker answers 200 here (docker-py checks for it)
 
 
 class _Prefixed:
