@@ -42,12 +42,7 @@ def engine_config(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
         f"{d['PathOnHost']}:{d.get('PathInContainer') or d['PathOnHost']}:{d.get('CgroupPermissions') or 'rwm'}"
         for d in hc.get("Devices") or []
     ]
-    mode = host.get("NetworkMode") or "default"
-    if mode in ("default", "bridge"):
-        mode = "none"  # no networks until the networks issue lands: the engine's own default
-    if mode not in ("none", "host"):
-        raise NotFound(f"network {mode} not found")
-    host["NetworkMode"] = mode
+    _network_config(body, hc, cfg, host)
     log = host.get("LogConfig") or {}
     if log.get("Type") not in (None, "", "json-file"):
         raise InvalidArgument(f"logging driver {log['Type']!r} is not supported (json-file only)")
@@ -68,6 +63,46 @@ def engine_config(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     if isinstance(cfg.get("Entrypoint"), str):
         cfg["Entrypoint"] = [cfg["Entrypoint"]]
     return cfg, host
+
+
+def _network_config(
+    body: dict[str, Any], hc: dict[str, Any], cfg: dict[str, Any], host: dict[str, Any]
+) -> None:
+    """docker's PortBindings, Mounts, NetworkingConfig… → the fields pallet.cli.networks.apply fills
+    from flags (PortSpecs, MountSpecs, Aliases, IPAddress), which the engine reads."""
+    from pallet.engine.network import ports
+
+    specs = []
+    for key, binds in (hc.get("PortBindings") or {}).items():
+        for b in binds or [{}]:
+            hp, hip = (b or {}).get("HostPort") or "", (b or {}).get("HostIp") or ""
+            specs.append(f"{hip}:{hp}:{key}" if hip else f"{hp}:{key}" if hp else key)
+    for sp in specs:
+        ports.parse(sp)
+    exposed = dict(body.get("ExposedPorts") or {})
+    for sp in specs:
+        for m in ports.parse(sp):
+            exposed[f"{m['containerPort']}/{m['protocol']}"] = {}
+    if exposed:
+        cfg["ExposedPorts"] = exposed
+        host["ExposedPorts"] = exposed
+    mounts = []
+    for m in hc.get("Mounts") or []:
+        parts = [f"type={m.get('Type') or 'volume'}", f"target={m['Target']}"]
+        if m.get("Source"):
+            parts.append(f"source={m['Source']}")
+        if m.get("ReadOnly"):
+            parts.append("readonly")
+        mounts.append(",".join(parts))
+    mode = host.get("NetworkMode") or "default"
+    eps = ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).get(mode) or {}
+    host.update(
+        NetworkMode="bridge" if mode == "default" else mode,
+        PortSpecs=specs, PublishAllPorts=bool(hc.get("PublishAllPorts")), Aliases=eps.get("Aliases") or [],
+        IPAddress=(eps.get("IPAMConfig") or {}).get("IPv4Address") or "", ExtraHosts=hc.get("ExtraHosts") or [],
+        Dns=hc.get("Dns") or [], DnsSearch=hc.get("DnsSearch") or [], DnsOptions=hc.get("DnsOptions") or [],
+        MountSpecs=mounts, VolumesFrom=hc.get("VolumesFrom") or [],
+    )  # fmt: skip
 
 
 def create(req: Request) -> dict[str, Any]:
@@ -94,14 +129,31 @@ def summary(eng: Any, rec: Any) -> dict[str, Any]:
         "ImageID": rec.config.get("Image", ""),
         "Command": _command(cfg),
         "Created": int(rec.created),
-        "Ports": [],
+        "Ports": _ports(eng, rec),
         "Labels": cfg.get("Labels") or {},
         "State": eng.status(rec),
         "Status": _status_text(eng, rec),
         "HostConfig": {"NetworkMode": net},
-        "NetworkSettings": {"Networks": {net: _endpoint()}},
+        "NetworkSettings": {"Networks": {n: _endpoint() | ep for n, ep in _networks_of(eng, rec).items()}},
         "Mounts": rec.config.get("Mounts") or [],
     }
+
+
+def _networks_of(eng: Any, rec: Any) -> dict[str, Any]:
+    from pallet.cli.networks import network_settings
+
+    nets: dict[str, Any] = network_settings(eng, rec)["Networks"]
+    return nets
+
+
+def _ports(eng: Any, rec: Any) -> list[dict[str, Any]]:
+    from pallet.cli.networks import _port_rows
+
+    return [
+        {"IP": m["hostIP"] or "0.0.0.0", "PrivatePort": int(m["containerPort"]), "PublicPort": int(m["hostPort"]),
+         "Type": m["protocol"]}
+        for m in _port_rows(eng, rec)
+    ]  # fmt: skip
 
 
 def _endpoint() -> dict[str, Any]:
@@ -140,10 +192,9 @@ def inspect(req: Request) -> dict[str, Any]:
     rec = eng.get(req.args["id"])
     d = inspect_dict(eng, rec)
     net = d["HostConfig"].get("NetworkMode") or "none"
-    d["NetworkSettings"] = {
-        "Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": {}, "SandboxKey": "",
-        "Networks": {net: _endpoint()}, **{k: v for k, v in _endpoint().items() if k not in ("Aliases",)},
-    }  # fmt: skip
+    ns = d.get("NetworkSettings") or {}
+    ns["Networks"] = {name: _endpoint() | ep for name, ep in (ns.get("Networks") or {}).items()}
+    d["NetworkSettings"] = {"Bridge": "", "SandboxID": "", "HairpinMode": False} | _endpoint() | ns
     d["AppArmorProfile"] = ""
     d["ExecIDs"] = [x for x, e in req.server.execs.items() if e.cid == rec.id and e.running] or None
     d["GraphDriver"] = {"Name": d.get("Driver", ""), "Data": {}}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pallet.api import containers, images, streams, system
+from pallet.api import containers, images, networks, streams, system
 from pallet.api.server import HTTPError, Request, Router
 
 
@@ -66,22 +66,19 @@ def build() -> Router:
     a("POST", "/exec/{id}/start", streams.exec_start)
     a("POST", "/exec/{id}/resize", streams.exec_resize)
     a("GET", "/exec/{id}/json", streams.exec_inspect)
-    # networks and volumes: the networks issue's engine is not there yet
-    for method, path in (
-        ("GET", "/networks"),
-        ("GET", "/networks/{id}"),
-        ("POST", "/networks/create"),
-        ("DELETE", "/networks/{id}"),
-        ("POST", "/networks/{id}/connect"),
-        ("POST", "/networks/{id}/disconnect"),
-        ("POST", "/networks/prune"),
-        ("GET", "/volumes"),
-        ("GET", "/volumes/{name}"),
-        ("POST", "/volumes/create"),
-        ("DELETE", "/volumes/{name}"),
-        ("POST", "/volumes/prune"),
-    ):
-        a(method, path, not_implemented(f"{method} {path} (networks and volumes)"))  # type: ignore[arg-type]
+    # networks and volumes
+    a("GET", "/networks", networks.list_networks)
+    a("POST", "/networks/create", networks.create_network)
+    a("POST", "/networks/prune", networks.prune_networks)
+    a("GET", "/networks/{id}", networks.inspect_network)
+    a("DELETE", "/networks/{id}", networks.remove_network)
+    a("POST", "/networks/{id}/connect", networks.connect)
+    a("POST", "/networks/{id}/disconnect", networks.disconnect)
+    a("GET", "/volumes", networks.list_volumes)
+    a("POST", "/volumes/create", networks.create_volume)
+    a("POST", "/volumes/prune", networks.prune_volumes)
+    a("GET", "/volumes/{name}", networks.inspect_volume)
+    a("DELETE", "/volumes/{name}", networks.remove_volume)
     for path in ("/build", "/swarm", "/nodes", "/services", "/secrets", "/configs", "/plugins", "/session"):
         a("GET", path, not_implemented(path))  # type: ignore[arg-type]
         a("POST", path, not_implemented(path))  # type: ignore[arg-type]

@@ -207,7 +207,35 @@ def test_errors(newest: Docker) -> None:
     try:
         p = d("run", "--name", "api-dup", IMAGE, "true", check=False)
         assert p.returncode == 125 and "is already in use" in p.stderr
-        p = d("network", "ls", check=False)
-        assert p.returncode != 0 and "does not implement" in p.stderr
+        p = d("network", "inspect", "no-such-net", check=False)
+        assert p.returncode == 1 and "no-such-net" in p.stderr
     finally:
         d("rm", "api-dup")
+
+
+def test_network_volume_name_resolution_and_published_port(newest: Docker) -> None:
+    import urllib.request
+
+    d = newest
+    net, vol, srv = "api-net", "api-vol", "api-srv"
+    d("network", "create", net)
+    d("volume", "create", vol)
+    try:
+        assert net in d("network", "ls", "--format", "{{.Name}}").stdout.split()
+        assert vol in d("volume", "ls", "-q").stdout.split()
+        d("run", "-d", "--name", srv, "--network", net, "-v", f"{vol}:/data", "-p", "127.0.0.1::80",
+          IMAGE, "sh", "-c", "echo hi > /data/www; httpd -f -p 80 -h /data")  # fmt: skip
+        p = d("run", "--rm", "--network", net, IMAGE, "wget", "-qO-", f"http://{srv}/www")
+        assert p.stdout == "hi\n"
+        port = d("port", srv, "80").stdout.strip().rpartition(":")[2]
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/www", timeout=5).read() == b"hi\n"
+        info = json.loads(d("inspect", srv).stdout)[0]
+        assert info["NetworkSettings"]["Networks"][net]["IPAddress"]
+        assert [m["Name"] for m in info["Mounts"]] == [vol]
+        p = d("volume", "rm", vol, check=False)
+        assert p.returncode != 0 and "in use" in p.stderr
+    finally:
+        d("rm", "-f", srv, check=False)
+        d("volume", "rm", vol, check=False)
+        d("network", "rm", net, check=False)
+    assert net not in d("network", "ls", "--format", "{{.Name}}").stdout.split()

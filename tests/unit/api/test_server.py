@@ -77,8 +77,8 @@ def test_router_unknown_is_501_and_wrong_method_405() -> None:
     assert e.value.status == 405
 
 
-def test_networks_answer_501_not_a_fake_success() -> None:
-    fn, _ = routes.build().match("GET", "/networks")
+def test_unimplemented_endpoints_answer_501_not_a_fake_success() -> None:
+    fn, _ = routes.build().match("POST", "/build")
     with pytest.raises(HTTPError) as e:
         fn(None)  # type: ignore[arg-type]
     assert e.value.status == 501

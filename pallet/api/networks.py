@@ -1,0 +1,138 @@
+"""Network and volume endpoints: the networks engine (pallet.engine.network.manager) and the volume
+store (pallet.engine.volumes), serialised as the CLI's ``network``/``volume`` verbs serialise them."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from pallet.api.server import Request
+from pallet.errors import InvalidArgument
+
+
+def _ctx(req: Request) -> Any:
+    """What pallet.cli.networks' helpers take: roots and the engine's Networks."""
+    return SimpleNamespace(root=req.server.root, runroot=req.server.runroot, _networks=req.engine.networks)
+
+
+def list_networks(req: Request) -> list[dict[str, Any]]:
+    from pallet.cli.networks import _all, _match, inspect_dict
+
+    ctx = _ctx(req)
+    flat = [f"{k}={v}" for k, vs in req.filters().items() for v in vs]
+    return [inspect_dict(ctx, n) for n in _all(ctx) if all(_match(f, n) for f in flat)]
+
+
+def inspect_network(req: Request) -> dict[str, Any]:
+    from pallet.cli.networks import _get, inspect_dict
+
+    ctx = _ctx(req)
+    return inspect_dict(ctx, _get(ctx, req.args["id"]))
+
+
+def create_network(req: Request) -> None:
+    body = req.body.json()
+    name = body.get("Name") or ""
+    if not name:
+        raise InvalidArgument("network name is required")
+    ipam = [c for c in ((body.get("IPAM") or {}).get("Config") or []) if c]
+    if len(ipam) > 1:
+        raise InvalidArgument("only one subnet per network is supported")
+    first = ipam[0] if ipam else {}
+    n = req.engine.networks.create(
+        name,
+        first.get("Subnet", ""),
+        first.get("Gateway", ""),
+        bool(body.get("Internal")),
+        body.get("Labels") or {},
+        body.get("Driver") or "bridge",
+    )
+    req.send(201, json.dumps({"Id": n["Id"], "Warning": ""}).encode())
+
+
+def remove_network(req: Request) -> None:
+    req.engine.networks.remove(req.args["id"])
+    return None
+
+
+def connect(req: Request) -> None:
+    body = req.body.json()
+    rec = req.engine.get(body.get("Container") or "")
+    ep = body.get("EndpointConfig") or {}
+    ip = (ep.get("IPAMConfig") or {}).get("IPv4Address") or ""
+    req.engine.networks.connect(rec.id, req.args["id"], ep.get("Aliases") or [], ip)
+    req.send(200, b"", "text/plain")
+
+
+def disconnect(req: Request) -> None:
+    body = req.body.json()
+    rec = req.engine.get(body.get("Container") or "")
+    req.engine.networks.disconnect(rec.id, req.args["id"])
+    req.send(200, b"", "text/plain")
+
+
+def prune_networks(req: Request) -> dict[str, Any]:
+    return {"NetworksDeleted": req.engine.networks.prune() or None}
+
+
+# -- volumes --------------------------------------------------------------------------------------------
+
+
+def _volumes(req: Request) -> Any:
+    from pallet.engine.volumes import Volumes
+
+    return Volumes(req.server.root)
+
+
+def _volume(v: dict[str, Any]) -> dict[str, Any]:
+    v = dict(v)
+    v.pop("Anonymous", None)
+    return v | {"Scope": "local"}
+
+
+def list_volumes(req: Request) -> dict[str, Any]:
+    vols = _volumes(req)
+    rows = vols.all()
+    for k, vals in req.filters().items():
+        for val in vals:
+            if k == "dangling":
+                want = val.lower() in ("true", "1")
+                rows = [v for v in rows if (not vols.users(v["Name"])) == want]
+            elif k == "name":
+                rows = [v for v in rows if val in v["Name"]]
+            elif k == "label":
+                lk, leq, lv = val.partition("=")
+                rows = [v for v in rows if lk in v["Labels"] and (not leq or v["Labels"][lk] == lv)]
+            elif k == "driver":
+                rows = [v for v in rows if v["Driver"] == val]
+            else:
+                raise InvalidArgument(f"invalid filter '{k}'")
+    return {"Volumes": [_volume(v) for v in rows], "Warnings": []}
+
+
+def inspect_volume(req: Request) -> dict[str, Any]:
+    return _volume(_volumes(req).get(req.args["name"]))
+
+
+def create_volume(req: Request) -> None:
+    body = req.body.json()
+    v = _volumes(req).create(
+        body.get("Name") or "",
+        body.get("Labels") or {},
+        body.get("Driver") or "local",
+        body.get("DriverOpts") or {},
+    )
+    req.send(201, json.dumps(_volume(v)).encode())
+
+
+def remove_volume(req: Request) -> None:
+    _volumes(req).remove(req.args["name"], req.flag("force"))
+    return None
+
+
+def prune_volumes(req: Request) -> dict[str, Any]:
+    filters = req.filters()
+    all_volumes = any(v.lower() in ("true", "1") for v in filters.get("all", []))
+    gone, freed = _volumes(req).prune(all_volumes, filters.get("label", []))
+    return {"VolumesDeleted": gone or None, "SpaceReclaimed": freed}
