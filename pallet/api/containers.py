@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import stat
-import tarfile
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -517,38 +517,29 @@ def export(req: Request) -> None:
     out.close()
 
 
-def _path_stat(target: Any, name: str) -> str:
-    st = os.lstat(target)
-    mode = stat.S_IMODE(st.st_mode)
-    # Go's os.FileMode bits, as docker's X-Docker-Container-Path-Stat carries them
-    if stat.S_ISDIR(st.st_mode):
-        mode |= 1 << 31
-    elif stat.S_ISLNK(st.st_mode):
-        mode |= 1 << 27
-    data = {
-        "name": name,
-        "size": st.st_size,
-        "mode": mode,
-        "mtime": datetime.fromtimestamp(st.st_mtime, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "linkTarget": os.readlink(target) if stat.S_ISLNK(st.st_mode) else "",
-    }
-    return base64.b64encode(json.dumps(data).encode()).decode()
-
-
-def _archive_target(req: Request) -> tuple[Any, Any, Any, bool]:
-    from pallet.engine.copy import resolve_in
-
+def _archive(
+    req: Request, verb: str, stat_only: bool = False
+) -> tuple[Any, Any, bool, subprocess.Popen[bytes]]:
+    """Start pallet.api.archive in the container's root (mounted for the call if it is not running)."""
     path = req.query.get("path") or ""
     if not path:
         raise InvalidArgument("path is required")
     eng = req.engine
     rec = eng.get(req.args["id"])
     root, mounted = eng.rootfs(rec)
-    # the last component is not followed (docker cp copies a link as a link)
-    parent = resolve_in(root, os.path.dirname(path.rstrip("/")) or "/")
-    base = os.path.basename(path.rstrip("/"))
-    target = parent / base if base not in ("", ".") else parent
-    return rec, root, target, mounted
+    env = os.environ | ({"PALLET_ARCHIVE_STAT_ONLY": "1"} if stat_only else {})
+    try:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "pallet.api.archive", verb, str(root), path],
+            stdin=subprocess.PIPE if verb == "put" else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+    except BaseException:
+        _release(req, rec, mounted)
+        raise
+    return rec, root, mounted, p
 
 
 def _release(req: Request, rec: Any, mounted: bool) -> None:
@@ -556,91 +547,70 @@ def _release(req: Request, rec: Any, mounted: bool) -> None:
         req.engine._unmount_rootfs(rec.id)
 
 
+def _archive_failed(req: Request, rec: Any, p: subprocess.Popen[bytes], missing: str) -> None:
+    assert p.stderr is not None
+    err = p.stderr.read().decode(errors="replace").strip().splitlines()
+    code = p.wait()
+    if code == 2:
+        raise NotFound(missing)
+    raise InvalidArgument(f"container {rec.name}: archive: {err[-1] if err else f'exit {code}'}")
+
+
+def _archive_stat(req: Request, stat_only: bool) -> tuple[Any, bool, subprocess.Popen[bytes], str]:
+    rec, root, mounted, p = _archive(req, "get", stat_only)
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    if not line:
+        try:
+            _archive_failed(
+                req, rec, p, f"Could not find the file {req.query['path']} in container {rec.name}"
+            )
+        finally:
+            _release(req, rec, mounted)
+    return rec, mounted, p, base64.b64encode(line.strip()).decode()
+
+
 def archive_head(req: Request) -> None:
-    rec, root, target, mounted = _archive_target(req)
-    try:
-        if not os.path.lexists(target):
-            raise NotFound(f"Could not find the file {req.query['path']} in container {rec.name}")
-        hdr = _path_stat(target, os.path.basename(str(target)) or "/")
-    finally:
-        _release(req, rec, mounted)
+    rec, mounted, p, hdr = _archive_stat(req, stat_only=True)
+    p.wait()
+    _release(req, rec, mounted)
     req.send(200, b"", "application/x-tar", {"X-Docker-Container-Path-Stat": hdr})
 
 
 def archive_get(req: Request) -> None:
-    from pallet.api.images import _Writer
-
-    rec, root, target, mounted = _archive_target(req)
+    rec, mounted, p, hdr = _archive_stat(req, stat_only=False)
+    assert p.stdout is not None
     try:
-        if not os.path.lexists(target):
-            raise NotFound(f"Could not find the file {req.query['path']} in container {rec.name}")
-        name = os.path.basename(str(target)) or "/"
-        hdr = _path_stat(target, name)
         out = req.stream("application/x-tar", {"X-Docker-Container-Path-Stat": hdr})
-        with tarfile.open(fileobj=_Writer(out), mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-            tar.add(str(target), arcname=name, recursive=True)
-        out.close()
+        while chunk := p.stdout.read1(1 << 16):  # type: ignore[attr-defined]  # a BufferedReader
+            out.write(chunk)
+        if p.wait() == 0:
+            out.close()  # a failure midway leaves the answer unfinished: the client sees an error
     finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
         _release(req, rec, mounted)
 
 
 def archive_put(req: Request) -> None:
-    """Extract the body (a tar) into a directory of the container, through the layer applier: it
-    refuses ``..`` and links that would lead out of the container's root."""
-    from pallet.image.layers import Whiteouts, apply_tar
-
-    rec, root, target, mounted = _archive_target(req)
+    """The body (a tar) goes to pallet.api.archive, which extracts it inside the container's root."""
+    rec, root, mounted, p = _archive(req, "put")
+    assert p.stdin is not None
     try:
-        if not os.path.isdir(target):
-            raise NotFound(f"Could not find the directory {req.query['path']} in container {rec.name}")
-        rel = os.path.relpath(target, root)
-        prefix = "" if rel == "." else rel + "/"
-        apply_tar(root, _Prefixed(req.body, prefix) if prefix else req.body, Whiteouts.DELETE)  # type: ignore[arg-type]
+        try:
+            while chunk := req.body.read(1 << 16):
+                p.stdin.write(chunk)
+            p.stdin.close()
+        except BrokenPipeError:
+            pass  # it refused: its exit says why
+        if p.wait() != 0:
+            _archive_failed(
+                req, rec, p, f"Could not find the directory {req.query['path']} in container {rec.name}"
+            )
     finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
         _release(req, rec, mounted)
     req.send(200, b"", "text/plain")  # docker answers 200 here (docker-py checks for it)
-
-
-class _Prefixed:
-    """A tar stream whose members are re-rooted under ``prefix``: read member by member, re-written."""
-
-    def __init__(self, body: Any, prefix: str) -> None:
-        import io
-        import threading
-
-        r, w = os.pipe()
-        self.reader = io.open(r, "rb")  # noqa: UP020 - an fd, not a path
-        self.error: BaseException | None = None
-
-        def pump() -> None:
-            try:
-                with io.open(w, "wb") as out:  # noqa: UP020
-                    with (
-                        tarfile.open(fileobj=body, mode="r|") as src,
-                        tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst,
-                    ):
-                        for m in src:
-                            f = src.extractfile(m) if m.isfile() else None
-                            m.name = prefix + _relative(m.name)
-                            if m.islnk():
-                                m.linkname = prefix + _relative(m.linkname)
-                            dst.addfile(m, f)
-            except BaseException as e:  # noqa: BLE001 - handed to the reader's side
-                self.error = e
-
-        self.thread = threading.Thread(target=pump, daemon=True)
-        self.thread.start()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.reader.read(n)
-        if not data:
-            self.thread.join()
-            if self.error is not None:
-                raise InvalidArgument(f"bad tar: {self.error}")
-        return data
-
-
-def _relative(name: str) -> str:
-    while name.startswith("./"):
-        name = name[2:]
-    return name.lstrip("/")

@@ -127,6 +127,15 @@ def test_cp_both_ways(newest: Docker, tmp_path: Path) -> None:
         assert (tmp_path / "down" / "sub" / "f").read_text() == "x\n"
         p = d("cp", f"{cid}:/nope", str(tmp_path), check=False)
         assert p.returncode != 0 and "Could not find the file /nope" in p.stderr
+        # a link in the container resolves in the container's root, never the host's
+        d("exec", cid, "ln", "-s", str(tmp_path), "/escape")
+        p = d("cp", f"{cid}:/escape/up.txt", str(tmp_path / "leak"), check=False)
+        assert p.returncode != 0 and not (tmp_path / "leak").exists()
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "planted").write_text("x")
+        p = d("cp", str(src / "planted"), f"{cid}:/escape/", check=False)
+        assert p.returncode != 0 and not (tmp_path / "planted").exists()
     finally:
         d("rm", "-f", cid)
 
