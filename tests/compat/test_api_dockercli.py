@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -248,3 +249,26 @@ def test_network_volume_name_resolution_and_published_port(newest: Docker) -> No
         d("volume", "rm", vol, check=False)
         d("network", "rm", net, check=False)
     assert net not in d("network", "ls", "--format", "{{.Name}}").stdout.split()
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[Any]:
+    from tests.compat.registry_fixtures import start_registry
+
+    with start_registry("plain") as r:
+        yield r
+
+
+def test_push_pull_local_registry(newest: Docker, registry: Any) -> None:
+    d = newest
+    ref = f"{registry.host}/api/busybox:v1"
+    d("tag", IMAGE, ref)
+    p = d("push", ref)
+    assert "digest: sha256:" in p.stdout
+    d("rmi", ref)
+    p = d("pull", ref)
+    assert "Downloaded newer image" in p.stdout or "Image is up to date" in p.stdout
+    assert d("run", "--rm", ref, "echo", "pulled").stdout == "pulled\n"
+    p = d("pull", f"{registry.host}/api/none:v1", check=False)
+    assert p.returncode != 0 and p.stderr.strip()
+    d("rmi", ref)

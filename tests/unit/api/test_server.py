@@ -181,3 +181,13 @@ def test_a_second_service_on_a_live_socket_is_refused(service: str, tmp_path: Pa
     with pytest.raises(AlreadyExists):
         Service(service, tmp_path / "root", tmp_path / "run")
     assert os.path.exists(service)  # the refused one did not remove the live one's socket
+
+
+def test_a_streaming_events_request_does_not_block_ping(service: str) -> None:
+    with socket.socket(socket.AF_UNIX) as ev:
+        ev.connect(service)
+        ev.sendall(b"GET /v1.41/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        ev.settimeout(5)
+        assert ev.recv(4096).startswith(b"HTTP/1.1 200")  # headers first, then it waits for events
+        out = _ask(service, b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"OK")
