@@ -358,6 +358,9 @@ class RequestHandler(BaseHTTPRequestHandler):
                 else:
                     req.send(200, json.dumps(result).encode())
         except (PalletError, HTTPError, OSError, ValueError, KeyError) as e:
+            if req is not None and req.answered and isinstance(e, BrokenPipeError | ConnectionResetError):
+                self.close_connection = True  # the client left mid-stream (docker cancels its waits)
+                return
             if self.server.debug or status_for(e) == 500:  # type: ignore[attr-defined]
                 import traceback
 

@@ -15,6 +15,7 @@ import selectors
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,7 @@ class Exec:
         self.exit_code: int | None = None
         self.pid = 0
         self.master = -1
+        self.finished = 0.0
         self.lock = threading.Lock()
 
     def inspect(self) -> dict[str, Any]:
@@ -240,7 +242,11 @@ def exec_create(req: Request) -> dict[str, Any]:
     if not body.get("Cmd"):
         raise InvalidArgument("No exec command specified")
     eid = secrets.token_hex(32)
+    now = time.monotonic()
     with req.server.lock:
+        # finished execs are kept for a while (clients read their exit code after the stream ends)
+        for old in [x for x, e in req.server.execs.items() if e.finished and now - e.finished > 600]:
+            del req.server.execs[old]
         req.server.execs[eid] = Exec(eid, rec.id, body)
     req.send(201, json.dumps({"Id": eid}).encode())
     return {}
@@ -336,6 +342,7 @@ def _record(e: Exec, code: int, log: Path) -> None:
     msg = _log_error(log)
     log.unlink(missing_ok=True)
     e.exit_code = invoke_code(msg) if msg else code
+    e.finished = time.monotonic()
 
 
 def _exec_pipes(rec: Any, e: Exec, argv: list[str], conn: socket.socket, stdin: bool) -> int:
