@@ -172,8 +172,10 @@ def list_containers(req: Request) -> list[dict[str, Any]]:
     filters = req.filters()
     if not req.flag("all"):
         recs = [r for r in recs if eng.status(r) in ("running", "paused", "restarting")]
-    flat = [f"{k}={v}" for k, vs in filters.items() for v in vs]
-    recs = [r for r in recs if _ps_filter(eng, r, flat)]
+    flat = [f"{k}={v}" for k, vs in filters.items() for v in vs if k != "label"]
+    labels = [f"label={v}" for v in filters.get("label", [])]
+    # docker: values of one key are alternatives, except labels, which must all match
+    recs = [r for r in recs if _ps_filter(eng, r, flat) and all(_ps_filter(eng, r, [x]) for x in labels)]
     limit = req.number("limit", -1)
     if limit is not None and limit > 0:
         recs = recs[:limit]
@@ -298,8 +300,8 @@ def _wait(req: Request, eng: Any, rec: Any, cond: str) -> dict[str, Any]:
             while True:
                 try:
                     rec = eng.get(rec.id)
-                except NotFound:
-                    return {"StatusCode": code, "Error": None}
+                except NotFound:  # started, exited and removed (--rm) before we looked again
+                    return {"StatusCode": _died(req, rec.id, code), "Error": None}
                 if eng.status(rec) in ("running", "paused", "restarting"):
                     break
                 if rec.state.get("StartedAt") != started and eng.status(rec) == "exited":

@@ -272,3 +272,53 @@ def test_push_pull_local_registry(newest: Docker, registry: Any) -> None:
     p = d("pull", f"{registry.host}/api/none:v1", check=False)
     assert p.returncode != 0 and p.stderr.strip()
     d("rmi", ref)
+
+
+COMPOSE = """\
+version: "3"
+services:
+  web:
+    image: pallet-busybox:latest
+    command: sh -c "echo hi > /data/index.html; httpd -f -p 80 -h /data"
+    volumes: [data:/data]
+    networks: [back]
+  client:
+    image: pallet-busybox:latest
+    command: sh -c "until wget -qO- http://web/index.html; do sleep 0.2; done; sleep 60"
+    depends_on: [web]
+    networks: [back]
+networks:
+  back: {}
+volumes:
+  data: {}
+"""
+
+
+def test_compose_two_services_network_volume(newest: Docker, tmp_path: Path) -> None:
+    import shutil
+
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose is not installed (Debian: docker-compose)")
+    (tmp_path / "docker-compose.yml").write_text(COMPOSE)
+    env = newest.env | {"DOCKER_HOST": newest.svc.url}
+
+    def compose(*args: str) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run([exe, "-p", "apicompose", *args], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        return p
+
+    try:
+        compose("up", "-d")
+        names = newest("ps", "--format", "{{.Names}}").stdout.split()
+        assert sorted(names) == ["apicompose_client_1", "apicompose_web_1"]
+        deadline = time.monotonic() + 20
+        while "hi" not in newest("logs", "apicompose_client_1").stdout and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert newest("logs", "apicompose_client_1").stdout == "hi\n"
+    finally:
+        compose("down", "-v", "-t", "1")
+    assert "apicompose_back" not in newest("network", "ls", "--format", "{{.Name}}").stdout.split()
+    assert "apicompose_data" not in newest("volume", "ls", "-q").stdout.split()
+    assert newest("ps", "-aq", "--filter", "label=com.docker.compose.project=apicompose").stdout == ""
