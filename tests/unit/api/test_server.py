@@ -191,3 +191,19 @@ def test_a_streaming_events_request_does_not_block_ping(service: str) -> None:
         assert ev.recv(4096).startswith(b"HTTP/1.1 200")  # headers first, then it waits for events
         out = _ask(service, b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"OK")
+
+
+def test_service_exits_after_timeout_idle_seconds_and_removes_its_socket(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    sock = tmp_path / "s.sock"
+    argv = [sys.executable, "-m", "pallet.cli.main", "--root", str(tmp_path / "r"), "--runroot",
+            str(tmp_path / "rr"), "system", "service", "--host", f"unix://{sock}", "--timeout", "1"]  # fmt: skip
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    assert f"API listening on {sock}" in p.stderr and not sock.exists()
+    p = subprocess.run(
+        [*argv[:-4], "--host", "tcp://127.0.0.1:2375"], capture_output=True, text=True, timeout=20
+    )
+    assert p.returncode == 125 and "only unix://" in p.stderr
