@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pallet.errors import AlreadyExists, InvalidArgument, NotFound
+from pallet.metadata import SQLiteStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -46,28 +46,8 @@ class Record:
         return str(self.state.get("Status", "created"))
 
 
-class ContainerStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # a killed pallet never loses a committed transaction in WAL mode; NORMAL only skips the fsync
-        # per commit (an OS crash may lose the last ones), which is most of a short command's time
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        self.db.close()
-
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+class ContainerStore(SQLiteStore):
+    SCHEMA = _SCHEMA
 
     @staticmethod
     def _record(row: tuple[str, str, float, str, str]) -> Record:

@@ -7,14 +7,11 @@ from another process is all there or not at all.
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pallet.errors import NotFound
+from pallet.metadata import SQLiteStore
 from pallet.oci.digest import Digest
 from pallet.oci.reference import Reference, parse
 
@@ -44,23 +41,8 @@ class ImageRecord:
     last_tag_time: float = 0.0
 
 
-class ImageStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(_SCHEMA)
-
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+class ImageStore(SQLiteStore):
+    SCHEMA = _SCHEMA
 
     def _record(self, row: tuple[str, str, str, float]) -> ImageRecord:
         tag_rows = self.db.execute(

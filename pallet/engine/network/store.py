@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from pallet.errors import AlreadyExists, InvalidArgument, NotFound
+from pallet.metadata import SQLiteStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
@@ -29,26 +27,8 @@ CREATE TABLE IF NOT EXISTS endpoints (
 """
 
 
-class NetworkStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        self.db.close()
-
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+class NetworkStore(SQLiteStore):
+    SCHEMA = _SCHEMA
 
     # -- networks ----------------------------------------------------------------------------------
     def add_network(self, nid: str, name: str, config: dict[str, Any]) -> None:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pallet.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from pallet.metadata import SQLiteStore
 
 VIEW, ACTIVE, COMMITTED = "view", "active", "committed"
 
@@ -53,27 +51,8 @@ class Usage:
     inodes: int = 0
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=60, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA foreign_keys=ON")
-    db.executescript(_SCHEMA)
-    return db
-
-
-class MetaStore:
-    def __init__(self, path: Path) -> None:
-        self.db = connect(path)
-
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+class MetaStore(SQLiteStore):
+    SCHEMA = _SCHEMA
 
     def _row(
         self, db: sqlite3.Connection, key: str
