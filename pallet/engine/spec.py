@@ -10,19 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from pallet.errors import InvalidArgument, NotFound
+from pallet.oci.capabilities import CAPABILITY_NAMES
+from pallet.oci.defaults import DOCKER_DEFAULT_CAPABILITIES, docker_seccomp_profile
+from pallet.oci.runtime_spec import DEFAULT_READONLY
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-DOCKER_CAPS = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
-    "CAP_KILL", "CAP_AUDIT_WRITE",
-]  # fmt: skip
 MASKED = [
     "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
     "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
     "/sys/devices/virtual/powercap",
 ]  # fmt: skip
-READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+READONLY = DEFAULT_READONLY
 # docker's default device cgroup: nothing, then mknod of any, the standard nodes, ptys and tun
 DEVICE_RULES: list[dict[str, Any]] = [
     {"allow": False, "access": "rwm"},
@@ -33,37 +31,18 @@ DEVICE_RULES: list[dict[str, Any]] = [
     {"allow": True, "type": "c", "major": 136, "access": "rwm"},
     {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "rwm"},
 ]
-ALL_CAPS = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
-    "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN",
-    "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-]  # fmt: skip
+ALL_CAPS = CAPABILITY_NAMES
 INIT_PATH = "/sbin/docker-init"
 TINI = "/usr/bin/tini-static"
 
 
 def default_caps() -> list[str]:
-    try:
-        from pallet.oci import defaults  # type: ignore[attr-defined,unused-ignore]
-
-        return list(defaults.DOCKER_DEFAULT_CAPABILITIES)
-    except (ImportError, AttributeError):
-        return list(DOCKER_CAPS)
+    return list(DOCKER_DEFAULT_CAPABILITIES)
 
 
-def seccomp_profile(caps: list[str]) -> dict[str, Any] | None:
-    """docker's default profile, once pallet.oci.defaults provides it."""
-    try:
-        from pallet.oci import defaults  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    fn = getattr(defaults, "docker_seccomp_profile", None)
-    return dict(fn(caps)) if fn is not None else None
+def seccomp_profile(caps: list[str]) -> dict[str, Any]:
+    """docker's default profile for a container with these capabilities."""
+    return dict(docker_seccomp_profile(caps))
 
 
 def parse_signal(text: str) -> int:
@@ -373,9 +352,7 @@ def generate(
             except (OSError, ValueError) as e:
                 raise InvalidArgument(f"opening seccomp profile ({custom[0]}) failed: {e}") from None
         else:
-            profile = seccomp_profile(caps)
-            if profile is not None:
-                linux["seccomp"] = profile
+            linux["seccomp"] = seccomp_profile(caps)
     spec: dict[str, Any] = {
         "ociVersion": "1.0.2-dev",
         "process": process,

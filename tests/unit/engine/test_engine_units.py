@@ -15,6 +15,7 @@ from pallet.engine.monitor.logs import JsonLog
 from pallet.engine.monitor.main import invoke_code
 from pallet.engine.store import ContainerStore
 from pallet.errors import AlreadyExists, InvalidArgument, NotFound
+from pallet.oci.defaults import DOCKER_DEFAULT_CAPABILITIES
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def test_users(rootfs: Path) -> None:
 
 
 def test_capabilities() -> None:
-    assert spec.capabilities([], [], False) == spec.DOCKER_CAPS
+    assert spec.capabilities([], [], False) == list(DOCKER_DEFAULT_CAPABILITIES)
     caps = spec.capabilities(["sys_admin"], ["CAP_NET_RAW", "chown"], False)
     assert "CAP_SYS_ADMIN" in caps and "CAP_NET_RAW" not in caps and "CAP_CHOWN" not in caps
     assert spec.capabilities(["KILL"], ["ALL"], False) == ["CAP_KILL"]
