@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.pty import read_pty
 from tests.integration.engine.conftest import Pallet
 
 pytestmark = pytest.mark.root
@@ -52,15 +53,7 @@ def test_tty(pallet: Pallet) -> None:
     import termios
 
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 77, 0, 0))
-    out = b""
-    while True:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
+    out = read_pty(fd)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 7
     text = out.decode().replace("\r", "")
@@ -360,15 +353,7 @@ def test_exec_tty(pallet: Pallet) -> None:
     pid, fd = pty.fork()
     if pid == 0:
         os.execvp(pallet.cmd()[0], pallet.cmd("exec", "-t", name, "sh", "-c", "tty; exit 4"))
-    out = b""
-    while True:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
+    out = read_pty(fd)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 4
     assert b"/dev/pts/" in out

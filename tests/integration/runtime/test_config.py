@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.pty import read_pty
 from tests.helpers.runtime import RuntimeCLI, edit_config, set_config
 
 pytestmark = pytest.mark.root
@@ -306,15 +307,7 @@ def test_console_socket_receives_the_pty_master(
     master = got[0]
     rt("start", cid)
     os.write(master, b"hello\n")
-    out = b""
-    while b"got:hello" not in out:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
+    out = read_pty(master, until=b"got:hello")
     os.close(master)
     text = out.decode()
     assert "/dev/pts/0" in text and "33 111" in text and "got:hello" in text
@@ -330,15 +323,7 @@ def test_run_with_terminal_in_foreground(rt: RuntimeCLI, bundle: Path, cid: str)
     pid, fd = pty.fork()
     if pid == 0:
         os.execv(rt.argv0[0], [*rt.argv0, "--root", str(rt.root), "run", "--bundle", str(bundle), cid])
-    out = b""
-    while True:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
+    out = read_pty(fd)
     _, status = os.waitpid(pid, 0)
     assert b"is-a-tty" in out
     assert os.waitstatus_to_exitcode(status) == 5
