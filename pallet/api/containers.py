@@ -13,6 +13,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pallet.api.server import HTTPError, Request
+from pallet.engine.views import (
+    MOUNTPOINTS,
+    command_text,
+    container_inspect,
+    network_settings,
+    port_rows,
+    ps_filter,
+    restart_policy,
+    status_text,
+)
 from pallet.errors import FailedPrecondition, InvalidArgument, NotFound
 
 # the HostConfig fields the engine acts on (pallet.engine.spec and the monitor)
@@ -30,7 +40,6 @@ CONFIG_KEYS = (
 
 def engine_config(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """docker's create body → the engine's (Config, HostConfig), checked as the CLI checks its flags."""
-    from pallet.cli.containers import _restart
     from pallet.engine.spec import capabilities, parse_signal
 
     cfg = {k: body[k] for k in CONFIG_KEYS if body.get(k) is not None}
@@ -50,7 +59,7 @@ def engine_config(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     restart = host.get("RestartPolicy") or {}
     name = restart.get("Name") or "no"
     count = restart.get("MaximumRetryCount") or 0
-    host["RestartPolicy"] = _restart(f"{name}:{count}" if name == "on-failure" and count else name)
+    host["RestartPolicy"] = restart_policy(f"{name}:{count}" if name == "on-failure" and count else name)
     if host.get("AutoRemove") and name != "no":
         raise InvalidArgument("Conflicting options: RestartPolicy and AutoRemove")
     if body.get("StopTimeout") is not None:
@@ -118,8 +127,6 @@ def create(req: Request) -> dict[str, Any]:
 
 def summary(eng: Any, rec: Any) -> dict[str, Any]:
     """One container as GET /containers/json lists it."""
-    from pallet.cli.containers import _command, _status_text
-
     cfg = rec.config["Config"]
     net = rec.config["HostConfig"].get("NetworkMode") or "none"
     return {
@@ -127,12 +134,12 @@ def summary(eng: Any, rec: Any) -> dict[str, Any]:
         "Names": ["/" + rec.name],
         "Image": cfg.get("Image", ""),
         "ImageID": rec.config.get("Image", ""),
-        "Command": _command(cfg),
+        "Command": command_text(cfg),
         "Created": int(rec.created),
         "Ports": _ports(eng, rec),
         "Labels": cfg.get("Labels") or {},
         "State": eng.status(rec),
-        "Status": _status_text(eng, rec),
+        "Status": status_text(eng, rec),
         "HostConfig": {"NetworkMode": net},
         "NetworkSettings": {"Networks": {n: _endpoint() | ep for n, ep in _networks_of(eng, rec).items()}},
         "Mounts": rec.config.get("Mounts") or [],
@@ -140,19 +147,15 @@ def summary(eng: Any, rec: Any) -> dict[str, Any]:
 
 
 def _networks_of(eng: Any, rec: Any) -> dict[str, Any]:
-    from pallet.cli.networks import network_settings
-
     nets: dict[str, Any] = network_settings(eng, rec)["Networks"]
     return nets
 
 
 def _ports(eng: Any, rec: Any) -> list[dict[str, Any]]:
-    from pallet.cli.networks import _port_rows
-
     return [
         {"IP": m["hostIP"] or "0.0.0.0", "PrivatePort": int(m["containerPort"]), "PublicPort": int(m["hostPort"]),
          "Type": m["protocol"]}
-        for m in _port_rows(eng, rec)
+        for m in port_rows(eng, rec)
     ]  # fmt: skip
 
 
@@ -165,8 +168,6 @@ def _endpoint() -> dict[str, Any]:
 
 
 def list_containers(req: Request) -> list[dict[str, Any]]:
-    from pallet.cli.containers import _ps_filter
-
     eng = req.engine
     recs = eng.all()
     filters = req.filters()
@@ -175,7 +176,7 @@ def list_containers(req: Request) -> list[dict[str, Any]]:
     flat = [f"{k}={v}" for k, vs in filters.items() for v in vs if k != "label"]
     labels = [f"label={v}" for v in filters.get("label", [])]
     # docker: values of one key are alternatives, except labels, which must all match
-    recs = [r for r in recs if _ps_filter(eng, r, flat) and all(_ps_filter(eng, r, [x]) for x in labels)]
+    recs = [r for r in recs if ps_filter(eng, r, flat) and all(ps_filter(eng, r, [x]) for x in labels)]
     limit = req.number("limit", -1)
     if limit is not None and limit > 0:
         recs = recs[:limit]
@@ -188,11 +189,9 @@ def list_containers(req: Request) -> list[dict[str, Any]]:
 
 
 def inspect(req: Request) -> dict[str, Any]:
-    from pallet.cli.containers import inspect_dict
-
     eng = req.engine
     rec = eng.get(req.args["id"])
-    d = inspect_dict(eng, rec)
+    d = container_inspect(eng, rec)
     net = d["HostConfig"].get("NetworkMode") or "none"
     ns = d.get("NetworkSettings") or {}
     ns["Networks"] = {name: _endpoint() | ep for name, ep in (ns.get("Networks") or {}).items()}
@@ -382,8 +381,6 @@ def prune(req: Request) -> dict[str, Any]:
 
 
 def update(req: Request) -> dict[str, Any]:
-    from pallet.cli.containers import _restart
-
     body = req.body.json()
     flags: list[str] = []
     host: dict[str, Any] = {}
@@ -407,7 +404,7 @@ def update(req: Request) -> dict[str, Any]:
     if body.get("RestartPolicy", {}).get("Name"):
         rp = body["RestartPolicy"]
         count = rp.get("MaximumRetryCount") or 0
-        host["RestartPolicy"] = _restart(
+        host["RestartPolicy"] = restart_policy(
             f"{rp['Name']}:{count}" if rp["Name"] == "on-failure" and count else rp["Name"]
         )
     req.engine.update(req.args["id"], flags, host)
@@ -499,13 +496,12 @@ def stats(req: Request) -> None:
 
 
 def changes(req: Request) -> list[dict[str, Any]]:
-    from pallet.cli.images import _MOUNTPOINTS
     from pallet.image.rootfs import diff
 
     eng = req.engine
     rec = eng.get(req.args["id"])
     kinds = {"C": 0, "A": 1, "D": 2}
-    return [{"Path": p, "Kind": kinds[k]} for k, p in diff(eng.images, rec.id, _MOUNTPOINTS)]
+    return [{"Path": p, "Kind": kinds[k]} for k, p in diff(eng.images, rec.id, MOUNTPOINTS)]
 
 
 def export(req: Request) -> None:

@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from pallet.api.server import Request
+from pallet.engine.views import (
+    IMAGE_CONFIG_KEYS,
+    MOUNTPOINTS,
+    image_has_label,
+    image_inspect,
+    image_ref_matches,
+)
 from pallet.errors import InvalidArgument, NotFound
 
 
@@ -38,8 +45,6 @@ def summary(imgs: Any, image: Any) -> dict[str, Any]:
 
 
 def list_images(req: Request) -> list[dict[str, Any]]:
-    from pallet.cli.images import _has_label, _ref_matches
-
     imgs = req.engine.images
     filters = req.filters()
     if req.query.get("filter"):
@@ -51,9 +56,9 @@ def list_images(req: Request) -> list[dict[str, Any]]:
     for image in sorted(imgs.all(), key=lambda i: i.config.created, reverse=True):
         if "dangling" in filters and (filters["dangling"][-1] == "true") != (not image.tags):
             continue
-        if not all(_has_label(image, w) for w in filters.get("label", [])):
+        if not all(image_has_label(image, w) for w in filters.get("label", [])):
             continue
-        if "reference" in filters and not any(_ref_matches(t, filters["reference"]) for t in image.tags):
+        if "reference" in filters and not any(image_ref_matches(t, filters["reference"]) for t in image.tags):
             continue
         out.append(summary(imgs, image))
     return out
@@ -67,10 +72,8 @@ def _get(req: Request, name: str) -> Any:
 
 
 def inspect(req: Request) -> dict[str, Any]:
-    from pallet.cli.images import inspect_dict
-
     imgs = req.engine.images
-    d = inspect_dict(imgs, _get(req, req.args["name"]))
+    d = image_inspect(imgs, _get(req, req.args["name"]))
     d["ContainerConfig"] = d["Config"]
     d["DockerVersion"] = ""
     d["VirtualSize"] = d["Size"]
@@ -313,13 +316,12 @@ def push(req: Request) -> None:
 
 
 def commit(req: Request) -> dict[str, str]:
-    from pallet.cli.images import _IMAGE_CONFIG_KEYS, _MOUNTPOINTS
     from pallet.image.rootfs import commit as commit_snapshot
 
     eng = req.engine
     rec = eng.get(req.query.get("container") or "")
     cfg = rec.config["Config"] | (req.body.json() or {})
-    config = {k: cfg[k] for k in _IMAGE_CONFIG_KEYS if cfg.get(k)}
+    config = {k: cfg[k] for k in IMAGE_CONFIG_KEYS if cfg.get(k)}
     repo = req.query.get("repo") or ""
     ref = (repo + (":" + req.query["tag"] if req.query.get("tag") else "")) if repo else None
     image = commit_snapshot(
@@ -330,7 +332,7 @@ def commit(req: Request) -> dict[str, str]:
         req.query.get("author") or "",
         req.queries.get("changes") or [],
         config,
-        _MOUNTPOINTS,
+        MOUNTPOINTS,
     )
     req.send(201, json.dumps({"Id": str(image.id)}).encode())
     return {"Id": str(image.id)}

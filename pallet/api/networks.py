@@ -4,31 +4,22 @@ store (pallet.engine.volumes), serialised as the CLI's ``network``/``volume`` ve
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any
 
 from pallet.api.server import Request
+from pallet.engine.views import network_get, network_inspect, network_list, network_match
 from pallet.errors import InvalidArgument
 
 
-def _ctx(req: Request) -> Any:
-    """What pallet.cli.networks' helpers take: roots and the engine's Networks."""
-    return SimpleNamespace(root=req.server.root, runroot=req.server.runroot, _networks=req.engine.networks)
-
-
 def list_networks(req: Request) -> list[dict[str, Any]]:
-    from pallet.cli.networks import _all, _match, inspect_dict
-
-    ctx = _ctx(req)
+    nets = req.engine.networks
     flat = [f"{k}={v}" for k, vs in req.filters().items() for v in vs]
-    return [inspect_dict(ctx, n) for n in _all(ctx) if all(_match(f, n) for f in flat)]
+    return [network_inspect(nets, n) for n in network_list(nets) if all(network_match(f, n) for f in flat)]
 
 
 def inspect_network(req: Request) -> dict[str, Any]:
-    from pallet.cli.networks import _get, inspect_dict
-
-    ctx = _ctx(req)
-    return inspect_dict(ctx, _get(ctx, req.args["id"]))
+    nets = req.engine.networks
+    return network_inspect(nets, network_get(nets, req.args["id"]))
 
 
 def create_network(req: Request) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pallet.api.server import HTTPError, Pending, Request, frame
+from pallet.engine.views import parse_time, when
 from pallet.errors import Conflict, InvalidArgument, NotFound
 
 CHUNK = 32 * 1024
@@ -36,7 +37,6 @@ def _ctype(req: Request, tty: bool) -> str:
 
 
 def logs(req: Request) -> None:
-    from pallet.cli.containers import _when
     from pallet.engine import logs as log_files
 
     eng = req.engine
@@ -45,8 +45,8 @@ def logs(req: Request) -> None:
     if not any(want.values()):
         raise InvalidArgument("Bad parameters: you must choose at least one stream")
     tty = bool(rec.config["Config"].get("Tty"))
-    since = float(_when(req.query["since"])) if req.query.get("since") not in (None, "", "0") else 0.0
-    until = float(_when(req.query["until"])) if req.query.get("until") not in (None, "", "0") else None
+    since = when(req.query["since"]) if req.query.get("since") not in (None, "", "0") else 0.0
+    until = when(req.query["until"]) if req.query.get("until") not in (None, "", "0") else None
     path = eng.cdir(rec.id) / f"{rec.id}-json.log"
     running = eng.status(rec) in ("running", "paused", "restarting")
     if req.flag("follow") and until is None:
@@ -58,13 +58,12 @@ def logs(req: Request) -> None:
         first, rest = list(log_files.read(path)), iter(())
     out = req.stream(_ctype(req, tty))
     stamps = req.flag("timestamps")
-    from pallet.cli.containers import _parse_time
 
     def keep(r: dict[str, Any]) -> bool:
         if not want.get(r["stream"]):
             return False
         if since or until is not None:
-            t = _parse_time(r["time"])
+            t = parse_time(r["time"])
             ts = t.timestamp() if t else 0.0
             return ts >= since and (until is None or ts <= until)
         return True

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pallet.api.server import API_VERSION, MIN_API_VERSION, Request
+from pallet.engine.views import when
 
 
 def ping(req: Request) -> None:
@@ -131,9 +132,7 @@ def _os_name() -> str:
 def _when(text: str | None, default: float) -> float:
     if not text:
         return default
-    from pallet.cli.containers import _when as when
-
-    return float(when(text))
+    return when(text)
 
 
 def docker_event(ev: dict[str, Any]) -> dict[str, Any]:

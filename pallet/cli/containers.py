@@ -10,11 +10,20 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from pallet.cli.format import human_size, print_rows, render, since
+from pallet.engine.views import (
+    command_text,
+    container_inspect,
+    duration,
+    ports_text,
+    ps_filter,
+    restart_policy,
+    status_text,
+    when,
+)
 from pallet.errors import InvalidArgument, NotFound, PalletError
 
 PS_TABLE = (
@@ -53,31 +62,6 @@ def _err(msg: str) -> None:
 
 
 # -- run / create ------------------------------------------------------------------------------------
-
-
-def _duration(text: str | None, flag: str) -> int:
-    """Go's time.ParseDuration subset (h m s ms us ns), in nanoseconds."""
-    if not text:
-        return 0
-    import re
-
-    units = {"h": 3600e9, "m": 60e9, "s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|ns|h|m|s)", text)
-    if not parts or "".join(a + b for a, b in parts) != text:
-        raise InvalidArgument(f'invalid argument "{text}" for "{flag}" flag: time: invalid duration "{text}"')
-    return int(sum(float(a) * units[b] for a, b in parts))
-
-
-def _restart(text: str) -> dict[str, Any]:
-    name, _, count = text.partition(":")
-    if name not in ("no", "on-failure", "always", "unless-stopped") or (count and name != "on-failure"):
-        raise InvalidArgument(f"invalid restart policy: {text}")
-    try:
-        return {"Name": name, "MaximumRetryCount": int(count or 0)}
-    except ValueError:
-        raise InvalidArgument(
-            f"invalid restart policy: maximum retry count must be an integer: {text}"
-        ) from None
 
 
 def _ulimit(text: str) -> dict[str, Any]:
@@ -135,10 +119,10 @@ def build_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
     if args.health_cmd:
         cfg["Healthcheck"] = {
             "Test": ["CMD-SHELL", args.health_cmd],
-            "Interval": _duration(args.health_interval, "--health-interval"),
-            "Timeout": _duration(args.health_timeout, "--health-timeout"),
+            "Interval": duration(args.health_interval, "--health-interval"),
+            "Timeout": duration(args.health_timeout, "--health-timeout"),
             "Retries": args.health_retries,
-            "StartPeriod": _duration(args.health_start_period, "--health-start-period"),
+            "StartPeriod": duration(args.health_start_period, "--health-start-period"),
         }
     if args.no_healthcheck:
         cfg["Healthcheck"] = {"Test": ["NONE"]}
@@ -195,7 +179,7 @@ def build_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         "OomScoreAdj": args.oom_score_adj,
         "Ulimits": [_ulimit(u) for u in args.ulimit],
         "Init": args.init,
-        "RestartPolicy": _restart(args.restart),
+        "RestartPolicy": restart_policy(args.restart),
         "StopTimeout": args.stop_timeout,
         "LogConfig": {"Type": "json-file", "Config": log_cfg},
         "PidMode": args.pid,
@@ -364,42 +348,9 @@ def cmd_rename(ctx: Any, args: argparse.Namespace) -> int:
 # -- ps / inspect --------------------------------------------------------------------------------
 
 
-def _parse_time(text: str) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.strptime(text[:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def _status_text(eng: Any, rec: Any) -> str:
-    st = eng.status(rec)
-    s = rec.state
-    if st == "running":
-        text = "Up " + since(_parse_time(s.get("StartedAt", ""))).removesuffix(" ago")
-        health = (s.get("Health") or {}).get("Status")
-        if health:
-            text += f" (health: {health})" if health == "starting" else f" ({health})"
-        return text
-    if st == "paused":
-        return "Up " + since(_parse_time(s.get("StartedAt", ""))).removesuffix(" ago") + " (Paused)"
-    if st == "restarting":
-        return f"Restarting ({s.get('ExitCode', 0)}) " + since(_parse_time(s.get("FinishedAt", "")))
-    if st == "exited":
-        return f"Exited ({s.get('ExitCode', 0)}) " + since(_parse_time(s.get("FinishedAt", "")))
-    if st == "dead":
-        return "Dead"
-    return "Created"
-
-
-def _command(cfg: dict[str, Any]) -> str:
-    return " ".join([*(cfg.get("Entrypoint") or []), *(cfg.get("Cmd") or [])])
-
-
 def _ps_row(eng: Any, rec: Any, no_trunc: bool) -> dict[str, Any]:
     cfg = rec.config["Config"]
-    cmd = _command(cfg)
+    cmd = command_text(cfg)
     created = datetime.fromtimestamp(rec.created, UTC)
     return {
         "ID": rec.id if no_trunc else rec.id[:12],
@@ -407,9 +358,9 @@ def _ps_row(eng: Any, rec: Any, no_trunc: bool) -> dict[str, Any]:
         "Command": json.dumps(cmd if no_trunc or len(cmd) <= 20 else cmd[:19] + "…", ensure_ascii=False),
         "CreatedAt": created.strftime("%Y-%m-%d %H:%M:%S +0000 UTC"),
         "RunningFor": since(created),
-        "Status": _status_text(eng, rec),
+        "Status": status_text(eng, rec),
         "State": eng.status(rec),
-        "Ports": _ports_text(eng, rec),
+        "Ports": ports_text(eng, rec),
         "Names": rec.name,
         "Labels": ",".join(f"{k}={v}" for k, v in (cfg.get("Labels") or {}).items()),
         "Mounts": ",".join(m.get("Name") or m["Source"] for m in rec.config.get("Mounts") or []),
@@ -417,35 +368,12 @@ def _ps_row(eng: Any, rec: Any, no_trunc: bool) -> dict[str, Any]:
     }
 
 
-def _ps_filter(eng: Any, rec: Any, filters: list[str]) -> bool:
-    by: dict[str, list[str]] = {}
-    for f in filters:
-        k, eq, v = f.partition("=")
-        if not eq or k not in ("status", "name", "id", "label", "exited", "ancestor", "health"):
-            raise InvalidArgument(f"invalid filter '{f}'")
-        by.setdefault(k, []).append(v)
-    cfg = rec.config["Config"]
-    checks: dict[str, Callable[[str], bool]] = {
-        "status": lambda v: eng.status(rec) == v,
-        "name": lambda v: v in rec.name,
-        "id": lambda v: rec.id.startswith(v),
-        "label": lambda v: (
-            (v.partition("=")[0] in (cfg.get("Labels") or {}))
-            and ("=" not in v or (cfg.get("Labels") or {}).get(v.partition("=")[0]) == v.partition("=")[2])
-        ),
-        "exited": lambda v: eng.status(rec) == "exited" and str(rec.state.get("ExitCode")) == v,
-        "ancestor": lambda v: cfg.get("Image") == v or rec.config.get("Image", "").startswith(v),
-        "health": lambda v: (rec.state.get("Health") or {}).get("Status", "none") == v,
-    }
-    return all(any(checks[k](v) for v in vs) for k, vs in by.items())
-
-
 def cmd_ps(ctx: Any, args: argparse.Namespace) -> int:
     eng = engine(ctx)
     recs = eng.all()
     if not args.all and not args.filter:
         recs = [r for r in recs if eng.status(r) in ("running", "paused", "restarting")]
-    recs = [r for r in recs if _ps_filter(eng, r, args.filter)]
+    recs = [r for r in recs if ps_filter(eng, r, args.filter)]
     if args.last is not None and args.last >= 0:
         recs = recs[: args.last]
     if args.latest:
@@ -459,54 +387,12 @@ def cmd_ps(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def inspect_dict(eng: Any, rec: Any) -> dict[str, Any]:
-    cfg, host, st = rec.config["Config"], rec.config["HostConfig"], rec.state
-    status = eng.status(rec)
-    args = [*(cfg.get("Entrypoint") or []), *(cfg.get("Cmd") or [])]
-    d = eng.cdir(rec.id)
-    state = {
-        "Status": status,
-        "Running": status in ("running", "paused"),
-        "Paused": status == "paused",
-        "Restarting": status == "restarting",
-        "OOMKilled": False,
-        "Dead": status == "dead",
-        "Pid": st.get("Pid", 0) if status in ("running", "paused") else 0,
-        "ExitCode": st.get("ExitCode", 0),
-        "Error": st.get("Error", ""),
-        "StartedAt": st.get("StartedAt", "0001-01-01T00:00:00Z"),
-        "FinishedAt": st.get("FinishedAt", "0001-01-01T00:00:00Z"),
-    }
-    if st.get("Health"):
-        state["Health"] = st["Health"]
-    return {
-        "Id": rec.id,
-        "Created": datetime.fromtimestamp(rec.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "Path": args[0] if args else "",
-        "Args": args[1:],
-        "State": state,
-        "Image": rec.config.get("Image", ""),
-        "ResolvConfPath": str(d / "resolv.conf"),
-        "HostnamePath": str(d / "hostname"),
-        "HostsPath": str(d / "hosts"),
-        "LogPath": str(d / f"{rec.id}-json.log"),
-        "Name": "/" + rec.name,
-        "RestartCount": st.get("RestartCount", 0),
-        "Driver": rec.config.get("Driver", ""),
-        "Platform": "linux",
-        "HostConfig": host,
-        "Mounts": rec.config.get("Mounts") or [],
-        "Config": cfg,
-        "NetworkSettings": _network_settings(eng, rec),
-    }
-
-
 def cmd_inspect(ctx: Any, args: argparse.Namespace) -> int:
     eng = engine(ctx)
     out, failed = [], 0
     for name in args.containers:
         try:
-            out.append(inspect_dict(eng, eng.get(name)))
+            out.append(container_inspect(eng, eng.get(name)))
         except PalletError as e:
             _err(str(e))
             failed = 125
@@ -528,7 +414,7 @@ def cmd_logs(ctx: Any, args: argparse.Namespace) -> int:
 
     eng = engine(ctx)
     rec = eng.get(args.container)
-    path = Path(inspect_dict(eng, rec)["LogPath"])
+    path = Path(container_inspect(eng, rec)["LogPath"])
     running = eng.status(rec) in ("running", "paused", "restarting")
     if args.follow:
         first, rest = logs.follow(path, eng.sock(rec.id), running)
@@ -795,18 +681,6 @@ def cmd_port(ctx: Any, args: argparse.Namespace) -> int:
     return port(eng, eng.get(args.container), args.port)
 
 
-def _ports_text(eng: Any, rec: Any) -> str:
-    from pallet.cli.networks import ports_text
-
-    return ports_text(eng, rec)
-
-
-def _network_settings(eng: Any, rec: Any) -> dict[str, Any]:
-    from pallet.cli.networks import network_settings
-
-    return network_settings(eng, rec)
-
-
 def cmd_update(ctx: Any, args: argparse.Namespace) -> int:
     from pallet.engine.containers import parse_size
 
@@ -837,7 +711,7 @@ def cmd_update(ctx: Any, args: argparse.Namespace) -> int:
         host["BlkioWeight"] = args.blkio_weight
         flags += ["--blkio-weight", str(args.blkio_weight)]
     if args.restart:
-        host["RestartPolicy"] = _restart(args.restart)
+        host["RestartPolicy"] = restart_policy(args.restart)
     return _each(ctx, args.containers, lambda n: engine(ctx).update(n, flags, host))
 
 
@@ -866,8 +740,8 @@ def cmd_events(ctx: Any, args: argparse.Namespace) -> int:
     default), filtered as docker's ``--filter container=|event=|image=``."""
     from pallet.engine import events
 
-    since = _when(args.since) if args.since else 0.0
-    until = _when(args.until) if args.until else float("inf")
+    since = when(args.since) if args.since else 0.0
+    until = when(args.until) if args.until else float("inf")
     filters: dict[str, list[str]] = {}
     for f in args.filter:
         k, eq, v = f.partition("=")
@@ -895,20 +769,6 @@ def cmd_events(ctx: Any, args: argparse.Namespace) -> int:
         attr_text = ", ".join(f"{k}={v}" for k, v in sorted(attrs.items()))
         print(f"{stamp} container {ev['Action']} {ev['Actor']['ID']} ({attr_text})")
     return 0
-
-
-def _when(text: str) -> float:
-    """docker's --since/--until: a unix timestamp, an RFC 3339 time, or a duration ago (10m, 1h30m)."""
-    import time
-
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    t = _parse_time(text if "." in text else text.rstrip("Z") + ".0Z")
-    if t is not None:
-        return t.timestamp()
-    return time.time() - _duration(text, "--since") / 1e9
 
 
 # -- registration ----------------------------------------------------------------------------------------------

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 from typing import Any
 
+# docker's duration words live with the engine's views; the CLI's templates use them from here
+from pallet.engine.views import human_duration as human_duration
+from pallet.engine.views import since as since
 from pallet.errors import InvalidArgument
 
 _DECIMAL = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
@@ -25,40 +27,6 @@ def human_size(size: float, precision: int = 4) -> str:
         size /= 1000
         i += 1
     return f"{size:.{precision}g}{_DECIMAL[i]}"
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration, the words docker prints before "ago"."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(seconds / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
-
-
-def since(when: datetime | None) -> str:
-    if when is None:
-        return "N/A"
-    return human_duration((datetime.now(UTC) - when).total_seconds()) + " ago"
 
 
 def ellipsis(text: str, width: int) -> str:

@@ -6,7 +6,6 @@ export on a writable snapshot before containers exist). Each verb calls the libr
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import os
 import sys
@@ -15,6 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from pallet.cli.format import ellipsis, human_size, print_rows, render, since
+from pallet.engine.views import (
+    IMAGE_CONFIG_KEYS,
+    MOUNTPOINTS,
+    image_has_label,
+    image_inspect,
+    image_ref_matches,
+)
 from pallet.errors import InvalidArgument, PalletError
 
 IMAGES_TABLE = "table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}\\t{{.CreatedSince}}\\t{{.Size}}"
@@ -71,10 +77,10 @@ def cmd_images(ctx: Any, args: argparse.Namespace) -> int:
         tags = image.tags or [None]
         if "dangling" in filters and (filters["dangling"][-1] == "true") != (not image.tags):
             continue
-        if not all(_has_label(image, want) for want in filters.get("label", [])):
+        if not all(image_has_label(image, want) for want in filters.get("label", [])):
             continue
         for ref in tags:
-            if "reference" in filters and not (ref and _ref_matches(ref, filters["reference"])):
+            if "reference" in filters and not (ref and image_ref_matches(ref, filters["reference"])):
                 continue
             rows.append(
                 {
@@ -103,54 +109,11 @@ def cmd_images(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_label(image: Any, want: str) -> bool:
-    """``label=KEY`` or ``label=KEY=VALUE``, as docker's filter."""
-    labels = image.config.config.get("Labels") or {}
-    key, eq, value = want.partition("=")
-    return key in labels and (not eq or labels[key] == value)
-
-
-def _ref_matches(ref: Any, patterns: list[str]) -> bool:
-    names = [ref.familiar(), str(ref), ref.familiar_name(), ref.name]
-    return any(fnmatch.fnmatchcase(n, p) or fnmatch.fnmatchcase(n, p + ":*") for n in names for p in patterns)
-
-
 # -- inspect / history / tag / rm / prune ---------------------------------------------------------------
 
 
-def inspect_dict(imgs: Any, image: Any) -> dict[str, Any]:
-    cfg = image.config
-    return {
-        "Id": str(image.id),
-        "RepoTags": [t.familiar() for t in image.tags],
-        "RepoDigests": [],
-        "Parent": "",
-        "Comment": cfg.history[-1].comment if cfg.history else "",
-        "Created": cfg.created,
-        "Author": cfg.author,
-        "Config": cfg.config,
-        "Architecture": cfg.architecture,
-        "Variant": cfg.variant or None,
-        "Os": cfg.os,
-        "Size": imgs.size(image),
-        "RootFS": {"Type": "layers", "Layers": [str(d) for d in cfg.diff_ids]},
-        "Metadata": {"LastTagTime": _iso(image.record.last_tag_time)},
-        "Descriptor": {
-            "mediaType": image.manifest.media_type,
-            "digest": str(image.record.manifest),
-            "size": imgs.content.info(image.record.manifest).size,
-        },
-    }
-
-
-def _iso(ts: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if ts else "0001-01-01T00:00:00Z"
-
-
 def cmd_inspect(ctx: Any, args: argparse.Namespace) -> int:
-    out = [inspect_dict(ctx.images, ctx.images.get(name)) for name in args.images]
+    out = [image_inspect(ctx.images, ctx.images.get(name)) for name in args.images]
     if args.format:
         sys.stdout.write("".join(render(args.format, o) + "\n" for o in out))
     else:
@@ -289,13 +252,6 @@ def cmd_import(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-_IMAGE_CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels", "Volumes", "StopSignal")
-
-
-# what the engine mounts over a container's root, as docker's init layer: never part of its changes
-_MOUNTPOINTS = frozenset({"etc/hostname", "etc/hosts", "etc/resolv.conf", "sbin/docker-init"})
-
-
 def _snapshot_of(ctx: Any, name: str) -> tuple[str, dict[str, Any] | None]:
     """A container (by name or id) gives its writable snapshot and its config; else ``name`` is a key."""
     db = ctx.root / "engine" / "containers.db"
@@ -310,7 +266,7 @@ def _snapshot_of(ctx: Any, name: str) -> tuple[str, dict[str, Any] | None]:
         finally:
             store.close()
         cfg = rec.config["Config"]
-        return rec.id, {k: cfg[k] for k in _IMAGE_CONFIG_KEYS if cfg.get(k)}
+        return rec.id, {k: cfg[k] for k in IMAGE_CONFIG_KEYS if cfg.get(k)}
     return name, None
 
 
@@ -346,7 +302,7 @@ def cmd_commit(ctx: Any, args: argparse.Namespace) -> int:
         args.author or "",
         args.change,
         config,
-        _MOUNTPOINTS if config is not None else frozenset(),
+        MOUNTPOINTS if config is not None else frozenset(),
     )
     print(image.id)
     return 0
@@ -356,7 +312,7 @@ def cmd_diff(ctx: Any, args: argparse.Namespace) -> int:
     from pallet.image.rootfs import diff
 
     key, config = _snapshot_of(ctx, args.snapshot)
-    for kind, path in diff(ctx.images, key, _MOUNTPOINTS if config is not None else frozenset()):
+    for kind, path in diff(ctx.images, key, MOUNTPOINTS if config is not None else frozenset()):
         print(f"{kind} {path}")
     return 0
 

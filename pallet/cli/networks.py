@@ -6,10 +6,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 from pallet.cli.format import print_rows, render
+from pallet.engine.views import (
+    network_created,
+    network_get,
+    network_inspect,
+    network_list,
+    network_match,
+    port_rows,
+)
 from pallet.errors import InvalidArgument, PalletError
 
 LS_TABLE = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
@@ -36,43 +43,6 @@ def _container(ctx: Any, ref: str) -> Any:
     return engine(ctx).get(ref)
 
 
-def _created(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _pseudo(name: str) -> dict[str, Any]:
-    import hashlib
-
-    nid = hashlib.sha256(b"pallet network " + name.encode()).hexdigest()
-    return {"Id": nid, "Name": name, "Created": 0.0, "Driver": name if name != "none" else "null",
-            "Internal": False, "Labels": {}, "Subnet": "", "Gateway": ""}  # fmt: skip
-
-
-def _all(ctx: Any) -> list[dict[str, Any]]:
-    return [*_networks(ctx).all(), _pseudo("host"), _pseudo("none")]
-
-
-def _get(ctx: Any, ref: str) -> dict[str, Any]:
-    if ref in ("host", "none"):
-        return _pseudo(ref)
-    net: dict[str, Any] = _networks(ctx).get(ref)
-    return net
-
-
-def inspect_dict(ctx: Any, n: dict[str, Any]) -> dict[str, Any]:
-    conts = _networks(ctx).containers_of(n["Id"]) if n["Name"] not in ("host", "none") else {}
-    return {
-        "Name": n["Name"], "Id": n["Id"], "Created": _created(n["Created"]), "Scope": "local",
-        "Driver": n["Driver"], "EnableIPv6": False,
-        "IPAM": {"Driver": "default", "Options": {},
-                 "Config": [{"Subnet": n["Subnet"], "Gateway": n["Gateway"]}] if n["Subnet"] else []},
-        "Internal": n["Internal"], "Attachable": False, "Ingress": False,
-        "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": conts,
-        "Options": {"com.docker.network.bridge.name": n["Bridge"]} if n.get("Bridge") else {},
-        "Labels": n["Labels"],
-    }  # fmt: skip
-
-
 def cmd_create(ctx: Any, args: argparse.Namespace) -> int:
     labels = {}
     for item in args.label:
@@ -90,11 +60,11 @@ def cmd_create(ctx: Any, args: argparse.Namespace) -> int:
 
 def cmd_ls(ctx: Any, args: argparse.Namespace) -> int:
     rows = []
-    for n in _all(ctx):
+    for n in network_list(_networks(ctx)):
         row = {"ID": n["Id"] if args.no_trunc else n["Id"][:12], "Name": n["Name"], "Driver": n["Driver"],
                "Scope": "local", "IPv6": "false", "Internal": "true" if n["Internal"] else "false",
-               "Labels": ",".join(f"{k}={v}" for k, v in n["Labels"].items()), "CreatedAt": _created(n["Created"])}  # fmt: skip
-        if all(_match(f, n) for f in args.filter):
+               "Labels": ",".join(f"{k}={v}" for k, v in n["Labels"].items()), "CreatedAt": network_created(n["Created"])}  # fmt: skip
+        if all(network_match(f, n) for f in args.filter):
             rows.append(row)
     if args.quiet:
         for r in rows:
@@ -104,30 +74,11 @@ def cmd_ls(ctx: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _match(f: str, n: dict[str, Any]) -> bool:
-    k, eq, v = f.partition("=")
-    if not eq:
-        raise InvalidArgument(f"invalid filter '{f}'")
-    if k == "name":
-        return v in n["Name"]
-    if k == "id":
-        return bool(n["Id"].startswith(v))
-    if k == "driver":
-        return bool(n["Driver"] == v)
-    if k == "label":
-        lk, leq, lv = v.partition("=")
-        return lk in n["Labels"] and (not leq or n["Labels"][lk] == lv)
-    if k == "type":
-        builtin = n["Name"] in ("bridge", "host", "none")
-        return builtin if v == "builtin" else not builtin
-    raise InvalidArgument(f"invalid filter '{k}'")
-
-
 def cmd_inspect(ctx: Any, args: argparse.Namespace) -> int:
     out, failed = [], 0
     for ref in args.networks:
         try:
-            out.append(inspect_dict(ctx, _get(ctx, ref)))
+            out.append(network_inspect(_networks(ctx), network_get(_networks(ctx), ref)))
         except PalletError as e:
             print(f"Error: {e}", file=sys.stderr)
             failed = 1
@@ -270,55 +221,11 @@ def register(sub: Any) -> None:
 # -- what containers.py shows of a container's network -------------------------------------------------
 
 
-def _port_rows(eng: Any, rec: Any) -> list[dict[str, Any]]:
-    return list(eng.networks.published(rec.id))
-
-
-def _exposed(rec: Any) -> dict[str, Any]:
-    return dict(rec.config["Config"].get("ExposedPorts") or {}) | (
-        rec.config["HostConfig"].get("ExposedPorts") or {}
-    )
-
-
-def ports_text(eng: Any, rec: Any) -> str:
-    """``ps``'s PORTS column: 0.0.0.0:8080->80/tcp, and exposed ports that publish nothing."""
-    maps = _port_rows(eng, rec)
-    out = [f"{m['hostIP'] or '0.0.0.0'}:{m['hostPort']}->{m['containerPort']}/{m['protocol']}" for m in maps]
-    done = {f"{m['containerPort']}/{m['protocol']}" for m in maps}
-    out += [p for p in _exposed(rec) if p not in done]
-    return ", ".join(out)
-
-
-def network_settings(eng: Any, rec: Any) -> dict[str, Any]:
-    """inspect's NetworkSettings: per network its endpoint, the published ports, the sandbox."""
-    nets = {}
-    for name, ep in eng.networks.endpoints_of(rec.id).items():
-        nets[name] = {
-            "Aliases": ep.get("aliases") or None, "NetworkID": ep["NetworkID"], "Gateway": ep.get("gateway", ""),
-            "IPAddress": ep.get("ip", ""), "IPPrefixLen": ep.get("prefix", 0), "MacAddress": ep.get("mac", ""),
-        }  # fmt: skip
-    mode = rec.config["HostConfig"].get("NetworkMode") or "none"
-    if not nets and mode in ("host", "none"):
-        nets[mode] = {}
-    first = next(iter(nets.values()), {})
-    ports: dict[str, Any] = {p: None for p in _exposed(rec)}
-    for m in _port_rows(eng, rec):
-        key = f"{m['containerPort']}/{m['protocol']}"
-        ports[key] = (ports.get(key) or []) + [
-            {"HostIp": m["hostIP"] or "0.0.0.0", "HostPort": str(m["hostPort"])}
-        ]
-    return {
-        "SandboxKey": eng.networks.sandbox_key(rec.id), "Ports": ports, "Networks": nets,
-        "IPAddress": first.get("IPAddress", ""), "Gateway": first.get("Gateway", ""),
-        "MacAddress": first.get("MacAddress", ""), "IPPrefixLen": first.get("IPPrefixLen", 0),
-    }  # fmt: skip
-
-
 def port(eng: Any, rec: Any, which: str | None) -> int:
     """``docker port C [PORT[/PROTO]]``: each mapping as 80/tcp -> 0.0.0.0:8080, or only host addresses."""
     from pallet.errors import NotFound
 
-    maps = _port_rows(eng, rec)
+    maps = port_rows(eng, rec)
     if which:
         key = which if "/" in which else which + "/tcp"
         hits = [m for m in maps if f"{m['containerPort']}/{m['protocol']}" == key]
