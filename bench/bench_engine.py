@@ -176,6 +176,12 @@ def main() -> int:
         pallet("import", str(tar), "busybox")
         pallet_runc = Engine("pallet --runtime runc", [*pallet.argv], "busybox", pallet.monitor)
         pallet_runc.run_true = lambda extra=("--runtime", "runc"): Engine.run_true(pallet_runc, extra)  # type: ignore[method-assign]
+        # pallet-runtime named by its path: exec'd for every verb, as before the in-process fast path
+        binary = str(Path(sys.executable).parent / "pallet-runtime")
+        pallet_exec = Engine(
+            "pallet --runtime <pallet-runtime path>", [*pallet.argv], "busybox", pallet.monitor
+        )
+        pallet_exec.run_true = lambda extra=("--runtime", binary): Engine.run_true(pallet_exec, extra)  # type: ignore[method-assign]
         conf = d / "containers.conf"
         # this VM: podman's default RLIMIT_NOFILE cannot be set (see tests/compat/test_podman.py); no systemd
         conf.write_text(
@@ -185,7 +191,7 @@ def main() -> int:
                                    "--storage-driver", "overlay", "--runtime", "runc"], "localhost/busybox",
                         ("conmon", str(d)), dict(os.environ, CONTAINERS_CONF=str(conf)))  # fmt: skip
         podman("import", str(tar), "busybox")
-        engines = [pallet, pallet_runc, podman]
+        engines = [pallet, pallet_exec, pallet_runc, podman]
         with (
             docker_engine(d / f"dk{uuid.uuid4().hex[:8]}", tar)
             if not args.no_docker and shutil.which("dockerd")
@@ -207,7 +213,7 @@ def main() -> int:
             print("| engine | process per container | PSS KiB per container | processes found |")
             print("|---|---|---:|---:|", flush=True)
             for e in engines:
-                if e is pallet_runc:
+                if e in (pallet_runc, pallet_exec):
                     continue
                 kib, count = idle_memory(e, args.idle)
                 proc = {"pallet": "pallet-monitor", "podman": "conmon", "docker": "containerd-shim-runc-v2"}[

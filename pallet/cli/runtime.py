@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import sys
-import time
 
 from pallet import __version__
 from pallet.errors import InvalidArgument, PalletError
@@ -20,29 +19,6 @@ from pallet.oci.runtime_spec import OCI_VERSION
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # every container start pays for this module's imports: annotations only
     from typing import Any
-
-
-class _Log:
-    """runc's --log/--log-format: one record a line; containerd reads the last error from it."""
-
-    def __init__(self, path: str | None, fmt: str, debug: bool) -> None:
-        self.path, self.fmt, self.debug = path, fmt, debug
-
-    def __call__(self, level: str, msg: str) -> None:
-        if level == "debug" and not self.debug:
-            return
-        if self.path:
-            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            line = (
-                json.dumps({"level": level, "msg": msg, "time": now})
-                if self.fmt == "json"
-                else f'time="{now}" level={level} msg="{msg}"'
-            )
-            try:
-                with open(self.path, "a") as f:
-                    f.write(line + "\n")
-            except OSError:
-                pass
 
 
 def _id(c: argparse.ArgumentParser) -> None:
@@ -217,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verb:
         _parser().print_help()
         return 1
-    log = _Log(args.log, args.log_format, args.debug)
-    from pallet.runtime.container import Options, Runtime
+    from pallet.runtime.container import Options, Runtime, RuntimeLog, describe
+
+    log = RuntimeLog(args.log, args.log_format, args.debug)
 
     rt = Runtime(
         Options(
@@ -227,17 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(VERBS[args.verb](rt, args) or 0)
-    except PalletError as e:
-        return _fail(log, str(e), e if args.debug else None)
-    except OSError as e:
-        return _fail(
-            log, f"{e.strerror or e}{' ' + str(e.filename) if e.filename else ''}", e if args.debug else None
-        )
+    except (PalletError, OSError) as e:
+        return _fail(log, describe(e), e if args.debug else None)
     except KeyboardInterrupt:
         return 130
 
 
-def _fail(log: _Log, msg: str, exc: BaseException | None) -> int:
+def _fail(log: Any, msg: str, exc: BaseException | None) -> int:
     if exc is not None:
         import traceback
 

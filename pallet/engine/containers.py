@@ -137,6 +137,11 @@ class Engine:
         tag = Path(path).name
         return [path, "--root", str(self.runroot / f"runtime-{tag}")]
 
+    def inproc_root(self, rec: Record) -> str | None:
+        """pallet-runtime's --root when its verbs may run in-process (the default runtime), else None."""
+        name = rec.config["HostConfig"].get("Runtime") or "pallet-runtime"
+        return str(self.runroot / "runtime") if name == "pallet-runtime" else None
+
     # -- lookups -------------------------------------------------------------------------------
     def get(self, ref: str) -> Record:
         rec = self.store.get(ref)
@@ -309,6 +314,7 @@ class Engine:
                 "bundle": str(d),
                 "rootfs": str(rootfs),
                 "runtime": self.runtime_cmd(rec),
+                "runtime_root": self.inproc_root(rec),
                 "runtime_log": str(rdir / "runtime.log"),
                 "pid_file": str(rdir / "init.pid"),
                 "sock": self.sock(rec.id),

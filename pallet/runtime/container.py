@@ -86,6 +86,38 @@ class CreateRequest:
         self.foreground_console = foreground_console  # `run -t` without a console socket: we relay ourselves
 
 
+class RuntimeLog:
+    """runc's --log/--log-format: one record a line; containerd reads the last error from it."""
+
+    def __init__(self, path: str | None, fmt: str = "json", debug: bool = False) -> None:
+        self.path, self.fmt, self.debug = path, fmt, debug
+
+    def __call__(self, level: str, msg: str) -> None:
+        if level == "debug" and not self.debug:
+            return
+        if self.path:
+            import time
+
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            line = (
+                json.dumps({"level": level, "msg": msg, "time": now})
+                if self.fmt == "json"
+                else f'time="{now}" level={level} msg="{msg}"'
+            )
+            try:
+                with open(self.path, "a") as f:
+                    f.write(line + "\n")
+            except OSError:
+                pass
+
+
+def describe(e: PalletError | OSError) -> str:
+    """The one line a failed verb reports, the same from the command line and in-process."""
+    if isinstance(e, PalletError):
+        return str(e)
+    return f"{e.strerror or e}{' ' + str(e.filename) if e.filename else ''}"
+
+
 def _refuse(op: str, cid: str, status: str) -> Conflict:
     return Conflict(f"container {cid!r}: cannot {op}: it is {status}")
 

@@ -188,16 +188,36 @@ class Monitor:
 
     def runtime(self, *args: str, stdio: tuple[int, int, int] | None = None) -> tuple[int, str]:
         """Run one runtime verb to completion; (exit code, its last error message)."""
-        logf = self.cfg["runtime_log"]
-        argv = [*self.cfg["runtime"], "--log", logf, "--log-format", "json", *args]
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
-            pid = _spawn(argv, *(stdio or (null, null, null)))
+            pid = self.spawn_verb(list(args), stdio or (null, null, null))
         finally:
             os.close(null)
         _, status = os.waitpid(pid, 0)
         code = _code(status)
         return code, self.runtime_error() if code != 0 else ""
+
+    def spawn_verb(self, args: list[str], stdio: tuple[int, int, int]) -> int:
+        """Start one runtime verb; its pid. pallet-runtime's run in a forked child (inproc.py), others exec."""
+        logf = self.cfg["runtime_log"]
+        root = self.cfg.get("runtime_root")
+        if not root:
+            return _spawn([*self.cfg["runtime"], "--log", logf, "--log-format", "json", *args], *stdio)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for target, fd in enumerate(stdio):
+                    os.dup2(fd, target)
+                # the child must not wake the monitor's loop, and the runtime waits on its own children
+                _signal.set_wakeup_fd(-1)
+                _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+                from pallet.engine.monitor.inproc import run_verb
+
+                code = run_verb(root, logf, args)
+            finally:
+                os._exit(code)
+        return pid
 
     def runtime_error(self) -> str:
         import json  # only on a failure: json pulls in re
@@ -264,9 +284,7 @@ class Monitor:
         lst.bind(path)
         lst.listen(1)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        argv = [*self.cfg["runtime"], "--log", self.cfg["runtime_log"], "--log-format", "json"]
-        argv += [*args, "--console-socket", path, self.cid]
-        pid = _spawn(argv, null, null, null)
+        pid = self.spawn_verb([*args, "--console-socket", path, self.cid], (null, null, null))
         os.close(null)
         pidfd = os.pidfd_open(pid)
         master = -1

@@ -4,6 +4,8 @@ exec, stop, rm; the core runs with pallet-runtime and with runc."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,20 @@ def test_run_flags(pallet: Pallet, workdir: Path) -> None:
     r = pallet.run("--rm", "--privileged", "busybox", "sh", "-c", "grep CapEff /proc/self/status")
     bounding = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("CapBnd:"))
     assert r.stdout.split()[1] == bounding  # all the engine has
+
+
+def test_inprocess_runtime_keeps_the_runtime_state(pallet: Pallet) -> None:
+    """pallet-runtime's verbs run inside the monitor's child, yet its own CLI sees the same state."""
+    name = pallet.name("state")
+    cid = pallet.run("-d", "--name", name, "busybox", "sleep", "60").stdout.strip()
+    runtime = Path(sys.executable).parent / "pallet-runtime"
+    argv = [str(runtime)] if runtime.exists() else [sys.executable, "-m", "pallet.cli.runtime"]
+    st = subprocess.run(
+        [*argv, "--root", str(pallet.runroot / "runtime"), "state", cid], capture_output=True, text=True
+    )
+    assert st.returncode == 0, st.stderr
+    state = json.loads(st.stdout)
+    assert state["status"] == "running"
+    assert state["pid"] == json.loads(pallet("inspect", name).stdout)[0]["State"]["Pid"]
+    pallet("rm", "-f", name)
+    assert not (pallet.runroot / "runtime" / cid).exists()  # deleted in-process too
