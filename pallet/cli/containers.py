@@ -736,8 +736,8 @@ def cmd_prune(ctx: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_events(ctx: Any, args: argparse.Namespace) -> int:
-    """The events recorded so far (no daemon to stream from: it prints the log up to --until, now by
-    default), filtered as docker's ``--filter container=|event=|image=``."""
+    """The events recorded, then live ones as they are appended (until --until, or until killed),
+    filtered as docker's ``--filter container=|event=|image=``."""
     from pallet.engine import events
 
     since = when(args.since) if args.since else 0.0
@@ -748,7 +748,7 @@ def cmd_events(ctx: Any, args: argparse.Namespace) -> int:
         if not eq or k not in ("container", "event", "image", "type"):
             raise InvalidArgument(f"invalid filter '{f}'")
         filters.setdefault(k, []).append(v)
-    for ev in events.read(ctx.root):
+    for ev in events.follow(ctx.root, until):
         t = ev["timeNano"] / 1e9
         attrs = ev["Actor"]["Attributes"]
         if not since <= t <= until:
@@ -763,11 +763,11 @@ def cmd_events(ctx: Any, args: argparse.Namespace) -> int:
         if "image" in filters and attrs.get("image") not in filters["image"]:
             continue
         if args.format:
-            print(render(args.format, ev | {"ID": ev["Actor"]["ID"], "Status": ev["Action"]}))
+            print(render(args.format, ev | {"ID": ev["Actor"]["ID"], "Status": ev["Action"]}), flush=True)
             continue
         stamp = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
         attr_text = ", ".join(f"{k}={v}" for k, v in sorted(attrs.items()))
-        print(f"{stamp} container {ev['Action']} {ev['Actor']['ID']} ({attr_text})")
+        print(f"{stamp} container {ev['Action']} {ev['Actor']['ID']} ({attr_text})", flush=True)
     return 0
 
 
@@ -924,7 +924,7 @@ def _verbs(sub: Any, prefix: str = "") -> None:
     for flag in ("--cpu-shares", "--pids-limit", "--blkio-weight"):
         p.add_argument(flag, type=int)
     p.add_argument("containers", nargs="+")
-    p = verb("events", cmd_events, "the containers' recorded lifecycle events")
+    p = verb("events", cmd_events, "the containers' lifecycle events, recorded then live")
     p.add_argument("--since")
     p.add_argument("--until")
     p.add_argument("-f", "--filter", action="append", default=[])

@@ -63,6 +63,13 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
+# inotify(7)
+IN_MODIFY = 0x2
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
 MFD_CLOEXEC = 0x1
 MFD_ALLOW_SEALING = 0x2
 MFD_EXEC = 0x10
@@ -151,6 +158,8 @@ def _libc() -> ctypes.CDLL:
         ("capget", [vp, vp], ci),
         ("personality", [cul], ci),
         ("memfd_create", [cs, ctypes.c_uint], ci),
+        ("inotify_init1", [ci], ci),
+        ("inotify_add_watch", [ci, cs, ctypes.c_uint32], ci),
         ("syscall", None, ctypes.c_long),
     ]:
         fn = getattr(libc, name)
@@ -220,6 +229,12 @@ class Syscalls:
 
     def memfd_create(self, name: str, flags: int) -> int:
         return _check(self._libc.memfd_create(name.encode(), flags), "memfd_create")
+
+    def inotify_init1(self, flags: int) -> int:
+        return _check(self._libc.inotify_init1(flags), "inotify_init1")
+
+    def inotify_add_watch(self, fd: int, path: str, mask: int) -> int:
+        return _check(self._libc.inotify_add_watch(fd, _b(path), mask), f"inotify_add_watch {path}", path)
 
     def pidfd_open(self, pid: int) -> int:
         return _check(

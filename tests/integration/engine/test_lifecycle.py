@@ -233,10 +233,38 @@ def test_start_wait_restart(pallet: Pallet) -> None:
     out, _ = waiter.communicate(timeout=20)
     assert out == "9\n"
     assert pallet("logs", name).stdout == "run\nrun\n"
-    evs = pallet("events", "--filter", f"container={name}", "--format", "{{.Status}}").stdout.split("\n")
-    assert evs[:5] == ["create", "start", "die", "start", "die"], evs
-    die = pallet("events", "--filter", "event=die", "--filter", f"container={name}").stdout.splitlines()[0]
-    assert "exitCode=9" in die and f"name={name}" in die
+    evs = pallet("events", "--until", "0s", "--filter", f"container={name}", "--format", "{{.Status}}")
+    assert evs.stdout.split("\n")[:5] == ["create", "start", "die", "start", "die"], evs.stdout
+    die = pallet("events", "--until", "0s", "--filter", "event=die", "--filter", f"container={name}")
+    assert "exitCode=9" in die.stdout.splitlines()[0] and f"name={name}" in die.stdout
+
+
+def test_events_stream_live(pallet: Pallet) -> None:
+    """``events`` without --until follows the log as docker's does: lines arrive while it runs."""
+    name = pallet.name("live")
+    watcher = subprocess.Popen(
+        pallet.cmd("events", "--filter", f"container={name}", "--format", "{{.Status}} {{.ID}}"),
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert watcher.stdout is not None
+        pallet.run("--rm", "--name", name, "busybox", "true")
+        sel = selectors.DefaultSelector()
+        sel.register(watcher.stdout, selectors.EVENT_READ)
+        out = b""
+        while out.count(b"\n") < 4:  # raw reads: a buffered readline would hide lines from select
+            assert sel.select(timeout=20), f"no event within 20 s after {out!r}"
+            chunk = os.read(watcher.stdout.fileno(), 4096)
+            assert chunk, f"events ended early: {out!r}"
+            out += chunk
+        sel.close()
+        seen = [line.split()[0] for line in out.decode().splitlines()]
+        assert seen == ["create", "start", "die", "destroy"], seen
+        with pytest.raises(subprocess.TimeoutExpired):  # still following, not done with the log
+            watcher.wait(timeout=0.5)
+    finally:
+        watcher.kill()
+        watcher.wait()
 
 
 def test_survives_killed_cli(pallet: Pallet) -> None:
