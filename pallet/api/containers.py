@@ -294,7 +294,7 @@ def _wait(req: Request, eng: Any, rec: Any, cond: str) -> dict[str, Any]:
     started = rec.state.get("StartedAt")
     hub = req.server.hub
     if cond != "not-running":
-        # wait for a start (by us, or by a CLI beside us: checked every second)
+        # wait for a start: by us, or by a CLI beside us (the hub wakes us on its database writes)
         with hub.cond:
             while True:
                 try:
@@ -307,7 +307,7 @@ def _wait(req: Request, eng: Any, rec: Any, cond: str) -> dict[str, Any]:
                     break  # started and already gone
                 if cond == "removed" and eng.status(rec) in ("exited", "dead") and rec.state.get("StartedAt"):
                     break
-                hub.cond.wait(1.0)
+                hub.cond.wait()
     try:
         code = eng.wait(rec.id)
     except (NotFound, OSError, FailedPrecondition):
@@ -319,15 +319,17 @@ def _wait(req: Request, eng: Any, rec: Any, cond: str) -> dict[str, Any]:
             code = _died(req, rec.id, code)
     if cond == "removed":
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                r = eng.get(rec.id)
-                code = int(r.state.get("ExitCode", code))
-            except NotFound:
-                break
-            if not r.config["HostConfig"].get("AutoRemove"):
-                break  # nobody will remove it: docker would wait for a rm; we answer at the exit
-            time.sleep(0.05)  # the monitor removes it right after the exit: a short window
+        with hub.cond:
+            while time.monotonic() < deadline:
+                try:
+                    r = eng.get(rec.id)
+                    code = int(r.state.get("ExitCode", code))
+                except NotFound:
+                    break
+                if not r.config["HostConfig"].get("AutoRemove"):
+                    break  # nobody will remove it: docker would wait for a rm; we answer at the exit
+                # the monitor removes it right after the exit; its delete wakes the hub
+                hub.cond.wait(deadline - time.monotonic())
     return {"StatusCode": code, "Error": None}
 
 

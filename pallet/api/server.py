@@ -426,6 +426,7 @@ class Service(ThreadingHTTPServer):
         self.group = group
         self.router = routes.build()
         self.hub = Hub()
+        self.hub.watch(self.root / "engine")
         self.execs: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.requests = 0  # connections so far, and now open: for --timeout
@@ -471,6 +472,7 @@ class Service(ThreadingHTTPServer):
 
     def server_close(self) -> None:
         path = str(self.server_address)
+        self.hub.close()
         super().server_close()
         if getattr(self, "bound", False):  # never another service's socket, after a refused bind
             try:
@@ -481,11 +483,45 @@ class Service(ThreadingHTTPServer):
 
 class Hub:
     """What one request hands another: attachers waiting for a container's start (``docker run``
-    attaches before it starts), and a condition that wakes ``wait?condition=next-exit``."""
+    attaches before it starts), and a condition that wakes ``wait`` whenever a container may have
+    changed: a start through this service, or any write (by a CLI or a monitor beside us) to the
+    engine's directory, its container database and event log, seen through inotify."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.waiting: dict[str, list[Pending]] = {}
+        self._stop_w = -1
+
+    def watch(self, directory: Path) -> None:
+        """Wake the waiters after every change in ``directory``, from a thread of its own."""
+        from pallet.linux import syscalls as s
+
+        directory.mkdir(parents=True, exist_ok=True)
+        sysc = s.default()
+        ino = sysc.inotify_init1(s.IN_NONBLOCK | s.IN_CLOEXEC)
+        sysc.inotify_add_watch(ino, str(directory), s.IN_MODIFY | s.IN_CREATE | s.IN_MOVED_TO)
+        stop, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        threading.Thread(target=self._changes, args=(ino, stop), name="hub-inotify", daemon=True).start()
+
+    def _changes(self, ino: int, stop: int) -> None:
+        import select
+
+        try:
+            while True:
+                readable, _, _ = select.select([ino, stop], [], [])
+                if stop in readable:
+                    return
+                drain(ino)
+                self.started()  # notified after the write that woke us: a waiter re-reads and sees it
+        finally:
+            os.close(ino)
+            os.close(stop)
+
+    def close(self) -> None:
+        if self._stop_w >= 0:
+            os.write(self._stop_w, b"x")
+            os.close(self._stop_w)
+            self._stop_w = -1
 
     def park(self, cid: str, p: Pending) -> None:
         with self.cond:
@@ -503,6 +539,15 @@ class Hub:
     def started(self) -> None:
         with self.cond:
             self.cond.notify_all()
+
+
+def drain(ino: int) -> None:
+    """Read a non-blocking inotify fd empty: its events only say "look again"."""
+    while True:
+        try:
+            os.read(ino, 65536)
+        except BlockingIOError:
+            return
 
 
 class Pending:

@@ -132,3 +132,31 @@ def test_events_stream_is_not_blocked(client: Any) -> None:
     evs = list(client.events(since=since, until=until, decode=True, filters={"container": "py-events"}))
     assert [e["Action"] for e in evs][:3] == ["create", "start", "die"]
     assert evs[-1]["status"] == "destroy"
+
+
+def test_wait_next_exit_sees_a_start_by_the_cli(svc: ApiService, client: Any) -> None:
+    """A wait parked in the service wakes for a start made by another process (`pallet start`), and a
+    wait for removal answers once the monitor of an --rm container has removed it."""
+    import threading
+
+    c = client.containers.create(IMAGE, ["sh", "-c", "exit 7"])
+    got: dict[str, Any] = {}
+    waiter = threading.Thread(
+        target=lambda: got.update(client.api.wait(c.id, condition="next-exit")), daemon=True
+    )
+    waiter.start()
+    try:
+        time.sleep(0.3)  # let the wait park before the start: the start must wake it
+        assert "StatusCode" not in got
+        p = svc.pallet("start", c.id)
+        assert p.returncode == 0, p.stderr
+        waiter.join(30)
+        assert got.get("StatusCode") == 7
+    finally:
+        waiter.join(30)
+        c.remove(force=True)
+    r = client.containers.create(IMAGE, ["sh", "-c", "exit 4"], auto_remove=True)
+    r.start()
+    assert client.api.wait(r.id, condition="removed")["StatusCode"] == 4
+    with pytest.raises(docker.errors.NotFound):
+        client.containers.get(r.id)
