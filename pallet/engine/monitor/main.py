@@ -68,6 +68,8 @@ def invoke_code(message: str) -> int:
         return 127
     if "permission denied" in low or "exec format error" in low or "is a directory" in low:
         return 126
+    if "open executable: operation not permitted" in low:  # crun's words for a directory (podman: 126)
+        return 126
     return 125
 
 
