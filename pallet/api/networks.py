@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from pallet.api.server import Request
-from pallet.engine.views import network_get, network_inspect, network_list, network_match
+from pallet.engine.views import network_get, network_inspect, network_list, network_match, volume_filter
 from pallet.errors import InvalidArgument
 
 
@@ -87,18 +87,10 @@ def list_volumes(req: Request) -> dict[str, Any]:
     rows = vols.all()
     for k, vals in req.filters().items():
         for val in vals:
-            if k == "dangling":
-                want = val.lower() in ("true", "1")
-                rows = [v for v in rows if (not vols.users(v["Name"])) == want]
-            elif k == "name":
-                rows = [v for v in rows if val in v["Name"]]
-            elif k == "label":
-                lk, leq, lv = val.partition("=")
-                rows = [v for v in rows if lk in v["Labels"] and (not leq or v["Labels"][lk] == lv)]
-            elif k == "driver":
-                rows = [v for v in rows if v["Driver"] == val]
-            else:
+            kept = volume_filter(vols, rows, k, val)
+            if kept is None:
                 raise InvalidArgument(f"invalid filter '{k}'")
+            rows = kept
     return {"Volumes": [_volume(v) for v in rows], "Warnings": []}
 
 

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from pallet.cli.format import human_size, print_rows, render
+from pallet.engine.views import volume_filter
 from pallet.errors import InvalidArgument, PalletError
 
 LS_TABLE = "table {{.Driver}}\t{{.Name}}"
@@ -46,18 +47,10 @@ def cmd_ls(ctx: Any, args: argparse.Namespace) -> int:
     rows = vols.all()
     for f in args.filter:
         k, eq, val = f.partition("=")
-        if k == "dangling" and eq:
-            want = val.lower() in ("true", "1")
-            rows = [v for v in rows if (not vols.users(v["Name"])) == want]
-        elif k == "name" and eq:
-            rows = [v for v in rows if val in v["Name"]]
-        elif k == "label" and eq:
-            lk, leq, lv = val.partition("=")
-            rows = [v for v in rows if lk in v["Labels"] and (not leq or v["Labels"][lk] == lv)]
-        elif k == "driver" and eq:
-            rows = [v for v in rows if v["Driver"] == val]
-        else:
+        kept = volume_filter(vols, rows, k, val) if eq else None
+        if kept is None:
             raise InvalidArgument(f"invalid filter '{f}'")
+        rows = kept
     if args.quiet:
         for v in rows:
             print(v["Name"])

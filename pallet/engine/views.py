@@ -339,3 +339,21 @@ def network_inspect(nets: Any, n: dict[str, Any]) -> dict[str, Any]:
         "Options": {"com.docker.network.bridge.name": n["Bridge"]} if n.get("Bridge") else {},
         "Labels": n["Labels"],
     }  # fmt: skip
+
+
+# -- volumes ------------------------------------------------------------------------------------------
+
+
+def volume_filter(vols: Any, rows: list[dict[str, Any]], key: str, val: str) -> list[dict[str, Any]] | None:
+    """The volumes of ``rows`` that docker's filter ``key=val`` keeps; None for a key docker does not have."""
+    if key == "dangling":
+        want = val.lower() in ("true", "1")
+        return [v for v in rows if (not vols.users(v["Name"])) == want]
+    if key == "name":
+        return [v for v in rows if val in v["Name"]]
+    if key == "label":
+        lk, leq, lv = val.partition("=")
+        return [v for v in rows if lk in v["Labels"] and (not leq or v["Labels"][lk] == lv)]
+    if key == "driver":
+        return [v for v in rows if v["Driver"] == val]
+    return None
