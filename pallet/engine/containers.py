@@ -484,6 +484,9 @@ class Engine:
 
     # -- runtime verbs -------------------------------------------------------------------------
     def _runtime(self, rec: Record, *args: str, check: bool = True, capture: bool = True) -> str:
+        root = self.inproc_root(rec)
+        if root and args[0] in ("delete", "pause", "resume"):
+            return self._runtime_inproc(rec, root, *args, check=check)
         import subprocess
 
         p = subprocess.run([*self.runtime_cmd(rec), *args], capture_output=capture, text=True)
@@ -493,6 +496,26 @@ class Engine:
                 f"container {rec.name}: {args[0]}: {msg[-1] if msg else 'runtime failed'}"
             )
         return p.stdout or ""
+
+    def _runtime_inproc(self, rec: Record, root: str, verb: str, *args: str, check: bool) -> str:
+        """pallet-runtime's verbs that neither fork nor print, called in-process (same --root, same
+        error text as the binary's last stderr line)."""
+        from pallet.runtime.container import Options, Runtime, describe
+
+        rt = Runtime(Options(root=root))
+        try:
+            if verb == "delete":
+                rt.delete(args[-1], force="--force" in args)
+            elif verb == "pause":
+                rt.pause(args[-1])
+            else:
+                rt.resume(args[-1])
+        except (PalletError, OSError) as e:
+            if check:
+                raise FailedPrecondition(
+                    f"container {rec.name}: {verb}: pallet-runtime: {describe(e)}"
+                ) from e
+        return ""
 
     def _running(self, ref: str) -> Record:
         rec = self.get(ref)
