@@ -468,6 +468,8 @@ class Engine:
         # runc, crun and pallet-runtime keep a container's state in <root>/<id>: none, nothing to delete
         if runtime and os.path.isdir(os.path.join(runtime[runtime.index("--root") + 1], cid)):
             self._runtime(rec, "delete", "--force", cid, check=False)
+        if not (rec.config.get("HostConfig") or {}).get("CgroupParent"):
+            _release_default_cgroup_parent()
         self._unmount_rootfs(cid)
         self.networks.detach(cid)
         try:
@@ -707,3 +709,15 @@ def parse_size(text: str, flag: str) -> int:
             f'invalid argument "{text}" for "{flag}" flag: invalid size: \'{text}\''
         ) from None
     return int(value * _UNITS[unit])
+
+
+def _release_default_cgroup_parent() -> None:
+    """The runtime removes a container's own cgroup; the engine's /pallet parent goes with the last one
+    (rmdir fails harmlessly while another container still has a cgroup below it)."""
+    import glob
+
+    for d in glob.glob("/sys/fs/cgroup/*/pallet") + glob.glob("/sys/fs/cgroup/pallet"):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass

@@ -148,17 +148,25 @@ class V1Manager:
             raise
 
     def _mkdir(self, controller: str, d: str, created: list[str]) -> None:
-        missing: list[str] = []
-        p = d
-        while not os.path.isdir(p):
-            missing.append(p)
-            p = os.path.dirname(p)
-        for m in reversed(missing):
+        # an empty parent may be removed under us (the engine drops its /pallet parent with its last
+        # container): start again from what exists, a few times
+        for attempt in range(3):
+            missing: list[str] = []
+            p = d
+            while not os.path.isdir(p):
+                missing.append(p)
+                p = os.path.dirname(p)
             try:
-                common.mkdir(m, 0o755)
-            except FileExistsError:
-                continue
-            created.append(m)
+                for m in reversed(missing):
+                    try:
+                        common.mkdir(m, 0o755)
+                    except FileExistsError:
+                        continue
+                    created.append(m)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         if controller == "cpuset":
             self._init_cpuset(d)
 

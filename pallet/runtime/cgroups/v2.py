@@ -76,6 +76,12 @@ class V2Manager:
                         common.mkdir(current, 0o755)
                     except FileExistsError:
                         pass
+                    except FileNotFoundError:
+                        # an empty parent removed under us: make it again (one retry, then the error)
+                        common.mkdir(os.path.dirname(current), 0o755)
+                        created.append(os.path.dirname(current))
+                        common.mkdir(current, 0o755)
+                        created.append(current)
                     else:
                         created.append(current)
             if pid > 0:
