@@ -610,20 +610,25 @@ def _release_init(fifo: str, pid: int) -> bytes:
     """
     from pallet.linux.syscalls import default
 
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    # the pidfd first: opening the fifo releases the init, whose program may exit and be reaped by
+    # its subreaper (containerd's shim) before a later pidfd_open could find it
+    try:
+        pidfd = default().pidfd_open(pid)
+    except OSError:
+        return b""
+    try:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        os.close(pidfd)
+        raise
     try:
         try:
-            pidfd = default().pidfd_open(pid)
-        except OSError:
-            return b""
-        try:
-            data = b""
-            while not data:
-                ready, _, _ = select.select([fd, pidfd], [], [])
-                if fd in ready:
-                    data = os.read(fd, 1)
-                elif pidfd in ready:
-                    return os.read(fd, 1) if select.select([fd], [], [], 0)[0] else b""
+            ready, _, _ = select.select([fd, pidfd], [], [])
+            if fd not in ready:  # the init died before it opened its end
+                return os.read(fd, 1) if select.select([fd], [], [], 0)[0] else b""
+            data = os.read(fd, 1)  # its byte, or EOF if it closed its end without writing
+            if not data:
+                return b""
         finally:
             os.close(pidfd)
         # a fifo whose writer has connected reports EOF only when every writer is gone: at the init's
