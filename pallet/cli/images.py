@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pallet.cli.format import ellipsis, human_size, print_rows, render, since
+from pallet.cli.parsing import add_verb as _verb
 from pallet.engine.views import (
     IMAGE_CONFIG_KEYS,
     MOUNTPOINTS,
@@ -450,14 +451,6 @@ def _images_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--format", help="table (default), json, or a Go template")
     p.set_defaults(func=cmd_images)
-
-
-def _verb(
-    sub: Any, name: str, func: Any, help: str, aliases: list[str] | None = None
-) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help, aliases=aliases or [])
-    p.set_defaults(func=func)
-    return p
 
 
 def _add_image_verbs(sub: Any, top: bool) -> None:

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from pallet.cli.format import print_rows, render
+from pallet.cli.parsing import add_verb as _verb
 from pallet.engine.views import (
     network_created,
     network_get,
@@ -172,14 +173,6 @@ def apply(args: argparse.Namespace, cfg: dict[str, Any], host: dict[str, Any]) -
 
 
 # -- registration ----------------------------------------------------------------------------------------
-
-
-def _verb(
-    sub: Any, name: str, func: Any, help: str, aliases: list[str] | None = None
-) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help, aliases=aliases or [])
-    p.set_defaults(func=func)
-    return p
 
 
 def register(sub: Any) -> None:

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from pallet.cli.format import human_size, print_rows, render
+from pallet.cli.parsing import add_verb as _verb
 from pallet.engine.views import volume_filter
 from pallet.errors import InvalidArgument, PalletError
 
@@ -105,14 +106,6 @@ def cmd_prune(ctx: Any, args: argparse.Namespace) -> int:
         print("Deleted Volumes:\n" + "\n".join(gone) + "\n")
     print(f"Total reclaimed space: {human_size(freed) if freed else '0B'}")
     return 0
-
-
-def _verb(
-    sub: Any, name: str, func: Any, help: str, aliases: list[str] | None = None
-) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help, aliases=aliases or [])
-    p.set_defaults(func=func)
-    return p
 
 
 def register(sub: Any) -> None:
