@@ -93,21 +93,13 @@ class Engine:
 
 @contextlib.contextmanager
 def docker_engine(d: Path, tar: Path) -> Iterator[Engine]:
-    from tests.compat.conftest import Daemon, start_containerd
+    from tests.compat.conftest import Daemon, dockerd_argv, start_containerd
 
     d.mkdir()
     containerd, ctd_sock = start_containerd(d)
     dockerd = None
     try:
-        (d / "daemon.json").write_text("{}\n")
-        dockerd = Daemon(
-            ["dockerd", "--config-file", f"{d}/daemon.json", "--bridge=none", "--iptables=false",
-             "--ip6tables=false", "--data-root", f"{d}/data", "--exec-root", f"{d}/exec",
-             "--pidfile", f"{d}/docker.pid", "--host", f"unix://{d}/docker.sock",
-             "--containerd", str(ctd_sock), "--containerd-namespace", d.name,
-             "--containerd-plugins-namespace", d.name + "-plugins"],
-            d / "dockerd.log",
-        )  # fmt: skip
+        dockerd = Daemon(dockerd_argv(d, ctd_sock), d / "dockerd.log")
         dockerd.wait_for_socket(d / "docker.sock", timeout=60)
         e = Engine(
             "docker",

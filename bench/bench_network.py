@@ -73,7 +73,7 @@ def free_subnet() -> str:
 
 @contextlib.contextmanager
 def docker(d: Path, tar: Path) -> Iterator[list[str]]:
-    from tests.compat.conftest import Daemon, start_containerd
+    from tests.compat.conftest import Daemon, dockerd_argv, start_containerd
 
     d.mkdir()
     br = "pl-dk" + uuid.uuid4().hex[:6]
@@ -84,15 +84,7 @@ def docker(d: Path, tar: Path) -> Iterator[list[str]]:
         subprocess.run(["ip", "addr", "add", f"{net}.1/24", "dev", br], check=True)
         subprocess.run(["ip", "link", "set", br, "up"], check=True)
         containerd, ctd_sock = start_containerd(d)
-        (d / "daemon.json").write_text("{}\n")
-        dockerd = Daemon(
-            ["dockerd", "--config-file", f"{d}/daemon.json", "--bridge", br, "--iptables=false",
-             "--ip6tables=false", "--ip-masq=false", "--data-root", f"{d}/data", "--exec-root", f"{d}/exec",
-             "--pidfile", f"{d}/docker.pid", "--host", f"unix://{d}/docker.sock",
-             "--containerd", str(ctd_sock), "--containerd-namespace", d.name,
-             "--containerd-plugins-namespace", d.name + "-plugins"],
-            d / "dockerd.log",
-        )  # fmt: skip
+        dockerd = Daemon(dockerd_argv(d, ctd_sock, "--ip-masq=false", bridge=br), d / "dockerd.log")
         dockerd.wait_for_socket(d / "docker.sock", timeout=60)
         cli = ["docker", "--host", f"unix://{d}/docker.sock"]
         _run([*cli, "import", str(tar), "bench-busybox"])

@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.compat.conftest import Daemon, start_containerd  # noqa: E402
+from tests.compat.conftest import Daemon, dockerd_argv, start_containerd  # noqa: E402
 from tests.compat.registry_fixtures import oci_layout, start_registry  # noqa: E402
 
 PALLET = str(Path(sys.executable).parent / "pallet")
@@ -58,17 +58,7 @@ def timed(runs: int, setup: Callable[[int], list[str]], env: dict[str, str] | No
 
 def start_dockerd(d: Path) -> tuple[Daemon, Daemon, dict[str, str]]:
     containerd, sock = start_containerd(d)
-    (d / "daemon.json").write_text("{}\n")
-    dockerd = Daemon(
-        [
-            "dockerd", "--config-file", f"{d}/daemon.json", "--bridge=none", "--iptables=false",
-            "--ip6tables=false", "--data-root", f"{d}/data", "--exec-root", f"{d}/exec",
-            "--pidfile", f"{d}/docker.pid", "--host", f"unix://{d}/docker.sock",
-            "--containerd", str(sock), "--containerd-namespace", d.name,
-            "--containerd-plugins-namespace", d.name + "-plugins",
-        ],
-        d / "dockerd.log",
-    )  # fmt: skip
+    dockerd = Daemon(dockerd_argv(d, sock), d / "dockerd.log")
     dockerd.wait_for_socket(d / "docker.sock", timeout=60)
     env = dict(os.environ, DOCKER_CONFIG=str(d / "cli"), DOCKER_HOST=f"unix://{d}/docker.sock")
     return containerd, dockerd, env

@@ -168,6 +168,19 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     return daemon, sock
 
 
+def dockerd_argv(d: Path, containerd_sock: Path, *extra: str, bridge: str = "none") -> list[str]:
+    """A private dockerd: config, data, exec root, pidfile, socket and containerd namespace all in d,
+    no iptables (a shared host); writes d/daemon.json."""
+    (d / "daemon.json").write_text("{}\n")
+    return [
+        "dockerd", "--config-file", f"{d}/daemon.json", f"--bridge={bridge}", "--iptables=false",
+        "--ip6tables=false", "--data-root", f"{d}/data", "--exec-root", f"{d}/exec",
+        "--pidfile", f"{d}/docker.pid", "--host", f"unix://{d}/docker.sock",
+        "--containerd", str(containerd_sock), "--containerd-namespace", d.name,
+        "--containerd-plugins-namespace", d.name + "-plugins", *extra,
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def busybox_tar(busybox_rootfs: Path) -> Iterator[Path]:
     """The busybox rootfs as a layer tar (what `docker import` and `podman import` take)."""

@@ -21,6 +21,7 @@ from tests.compat.conftest import (
     TRAP_TERM,
     Daemon,
     assert_nothing_left,
+    dockerd_argv,
     exec_pid,
     mounts_under,
     need,
@@ -68,18 +69,9 @@ def docker(busybox_tar: Path) -> Iterator[Docker]:
         containerd, ctd_sock = start_containerd(d)
         dockerd = None
         try:
-            (d / "daemon.json").write_text("{}\n")
             dockerd = Daemon(
-                [
-                    "dockerd", "--config-file", f"{d}/daemon.json", "--bridge=none", "--iptables=false",
-                    "--ip6tables=false", "--data-root", f"{d}/data", "--exec-root", f"{d}/exec",
-                    "--pidfile", f"{d}/docker.pid", "--host", f"unix://{d}/docker.sock",
-                    "--containerd", str(ctd_sock), "--containerd-namespace", d.name,
-                    "--containerd-plugins-namespace", d.name + "-plugins",
-                    "--add-runtime", f"pallet={PALLET_RUNTIME}",
-                ],
-                d / "dockerd.log",
-            )  # fmt: skip
+                dockerd_argv(d, ctd_sock, "--add-runtime", f"pallet={PALLET_RUNTIME}"), d / "dockerd.log"
+            )
             dockerd.wait_for_socket(d / "docker.sock", timeout=60)
             env = dict(os.environ, DOCKER_CONFIG=str(d / "cli"))
             dk = Docker(d, dockerd, env, [])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.conftest import Daemon, need, peer_dir, start_containerd
+from tests.compat.conftest import Daemon, dockerd_argv, need, peer_dir, start_containerd
 from tests.compat.registry_fixtures import Registry, start_registry
 from tests.compat.test_registry import Pallet
 
@@ -42,17 +42,7 @@ def docker() -> Iterator[Docker]:
         containerd, sock = start_containerd(d)
         dockerd = None
         try:
-            (d / "daemon.json").write_text("{}\n")
-            dockerd = Daemon(
-                [
-                    "dockerd", "--config-file", f"{d}/daemon.json", "--bridge=none", "--iptables=false",
-                    "--ip6tables=false", "--data-root", f"{d}/data", "--exec-root", f"{d}/exec",
-                    "--pidfile", f"{d}/docker.pid", "--host", f"unix://{d}/docker.sock",
-                    "--containerd", str(sock), "--containerd-namespace", d.name,
-                    "--containerd-plugins-namespace", d.name + "-plugins",
-                ],
-                d / "dockerd.log",
-            )  # fmt: skip
+            dockerd = Daemon(dockerd_argv(d, sock), d / "dockerd.log")
             dockerd.wait_for_socket(d / "docker.sock", timeout=60)
             yield Docker(d)
         finally:
