@@ -13,7 +13,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from pallet.cli.format import human_size, print_rows, render, since
+from pallet.cli.format import human_size, print_inspect, print_rows, render, since
 from pallet.engine.views import (
     command_text,
     container_inspect,
@@ -396,11 +396,7 @@ def cmd_inspect(ctx: Any, args: argparse.Namespace) -> int:
         except PalletError as e:
             _err(str(e))
             failed = 125
-    if args.format:
-        for o in out:
-            print(render(args.format, o))
-    else:
-        print(json.dumps(out, indent=4))
+    print_inspect(args.format, out)
     return failed
 
 

@@ -95,3 +95,12 @@ def print_rows(fmt: str | None, default: str, headers: dict[str, str], rows: lis
         lines = [header.replace("\\t", "\t")] + [render(body, r) for r in rows]
         return tabwrite([line.split("\t") for line in lines])
     return "".join(render(fmt, r) + "\n" for r in rows)
+
+
+def print_inspect(fmt: str | None, objs: list[Any]) -> None:
+    """docker's `inspect` output: each object through --format, else one JSON array indented by 4."""
+    if fmt:
+        for o in objs:
+            print(render(fmt, o))
+    else:
+        print(json.dumps(objs, indent=4))

@@ -6,14 +6,13 @@ export on a writable snapshot before containers exist). Each verb calls the libr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from pallet.cli.format import ellipsis, human_size, print_rows, render, since
+from pallet.cli.format import ellipsis, human_size, print_inspect, print_rows, since
 from pallet.cli.parsing import add_verb as _verb
 from pallet.engine.views import (
     IMAGE_CONFIG_KEYS,
@@ -115,10 +114,7 @@ def cmd_images(ctx: Any, args: argparse.Namespace) -> int:
 
 def cmd_inspect(ctx: Any, args: argparse.Namespace) -> int:
     out = [image_inspect(ctx.images, ctx.images.get(name)) for name in args.images]
-    if args.format:
-        sys.stdout.write("".join(render(args.format, o) + "\n" for o in out))
-    else:
-        sys.stdout.write(json.dumps(out, indent=4) + "\n")
+    print_inspect(args.format, out)
     return 0
 
 

@@ -4,11 +4,10 @@ volume flags of ``run``/``create`` (``run_flags`` adds them, ``apply`` puts them
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from pallet.cli.format import print_rows, render
+from pallet.cli.format import print_inspect, print_rows
 from pallet.cli.parsing import add_verb as _verb
 from pallet.engine.views import (
     network_created,
@@ -83,11 +82,7 @@ def cmd_inspect(ctx: Any, args: argparse.Namespace) -> int:
         except PalletError as e:
             print(f"Error: {e}", file=sys.stderr)
             failed = 1
-    if args.format:
-        for o in out:
-            print(render(args.format, o))
-    else:
-        print(json.dumps(out, indent=4))
+    print_inspect(args.format, out)
     return failed
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from pallet.cli.format import human_size, print_rows, render
+from pallet.cli.format import human_size, print_inspect, print_rows
 from pallet.cli.parsing import add_verb as _verb
 from pallet.engine.views import volume_filter
 from pallet.errors import InvalidArgument, PalletError
@@ -71,11 +70,7 @@ def cmd_inspect(ctx: Any, args: argparse.Namespace) -> int:
         except PalletError as e:
             print(f"Error: {e}", file=sys.stderr)
             failed = 1
-    if args.format:
-        for v in out:
-            print(render(args.format, v))
-    else:
-        print(json.dumps(out, indent=4))
+    print_inspect(args.format, out)
     return failed
 
 
