@@ -294,28 +294,32 @@ def exec_start(req: Request) -> None:
         "user": c.get("User"),
         "privileged": bool(c.get("Privileged")),
     }
-    argv = eng.exec_argv(rec, [], opts)
+    detach = bool(body.get("Detach"))
+    opts["detach"] = detach
+    argv = eng.exec_argv(rec, c["Cmd"], opts)
     log = eng.rdir(rec.id) / f"exec-{e.id[:12]}.log"
     argv[argv.index("--log") + 1] = str(log)
-    detach = bool(body.get("Detach"))
-    if detach:
-        argv.insert(argv.index("exec") + 1, "-d")
-        p = subprocess.run([*argv, rec.id, *c["Cmd"]], stdin=subprocess.DEVNULL, capture_output=True)
-        _record(e, p.returncode, log)
-        if p.returncode != 0:
-            raise Conflict(f"exec failed: {_log_error(log) or p.stderr.decode(errors='replace').strip()}")
-        return None
-    conn = req.hijack(_ctype(req, tty))
-    e.running = True
     try:
-        if tty:
-            code = _exec_tty(eng, rec, e, argv, conn, bool(c.get("AttachStdin")))
-        else:
-            code = _exec_pipes(rec, e, argv, conn, bool(c.get("AttachStdin")))
-        _record(e, code, log)
+        if detach:
+            p = subprocess.run([*argv, rec.id], stdin=subprocess.DEVNULL, capture_output=True)
+            _record(e, p.returncode, log)
+            if p.returncode != 0:
+                msg = _log_error(log) or p.stderr.decode(errors="replace").strip()
+                raise Conflict(f"exec failed: {msg}")
+            return None
+        conn = req.hijack(_ctype(req, tty))
+        e.running = True
+        try:
+            if tty:
+                code = _exec_tty(eng, rec, e, argv, conn, bool(c.get("AttachStdin")))
+            else:
+                code = _exec_pipes(rec, e, argv, conn, bool(c.get("AttachStdin")))
+            _record(e, code, log)
+        finally:
+            e.running = False
+            _close(conn)
     finally:
-        e.running = False
-        _close(conn)
+        eng.exec_done(argv)
     return None
 
 
@@ -346,7 +350,7 @@ def _record(e: Exec, code: int, log: Path) -> None:
 
 def _exec_pipes(rec: Any, e: Exec, argv: list[str], conn: socket.socket, stdin: bool) -> int:
     p = subprocess.Popen(
-        [*argv, rec.id, *e.config["Cmd"]],
+        [*argv, rec.id],
         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -408,7 +412,7 @@ def _exec_tty(eng: Any, rec: Any, e: Exec, argv: list[str], conn: socket.socket,
         lst.bind(path)
         lst.listen(1)
         p = subprocess.Popen(
-            [*argv, "--console-socket", path, rec.id, *e.config["Cmd"]],
+            [*argv, "--console-socket", path, rec.id],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -459,16 +459,19 @@ def cmd_exec(ctx: Any, args: argparse.Namespace) -> int:
         "user": args.user,
     }
     opts["privileged"] = args.privileged
-    argv = eng.exec_argv(rec, [], opts)
-    if args.tty:
-        return _exec_tty(eng, rec, argv, args)
-    argv += [rec.id, *args.command]
-    stdin = sys.stdin.fileno() if args.interactive else os.open(os.devnull, os.O_RDONLY)
-    actions = [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, 1, 1), (os.POSIX_SPAWN_DUP2, 2, 2)]
-    sys.stdout.flush()
-    pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
-    _, status = os.waitpid(pid, 0)
-    return _exec_result(eng, rec, os.waitstatus_to_exitcode(status))
+    argv = eng.exec_argv(rec, args.command, opts)
+    try:
+        if args.tty:
+            return _exec_tty(eng, rec, argv, args)
+        argv.append(rec.id)
+        stdin = sys.stdin.fileno() if args.interactive else os.open(os.devnull, os.O_RDONLY)
+        actions = [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, 1, 1), (os.POSIX_SPAWN_DUP2, 2, 2)]
+        sys.stdout.flush()
+        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
+        _, status = os.waitpid(pid, 0)
+        return _exec_result(eng, rec, os.waitstatus_to_exitcode(status))
+    finally:
+        eng.exec_done(argv)
 
 
 def _exec_result(eng: Any, rec: Any, code: int) -> int:
@@ -504,7 +507,7 @@ def _exec_tty(eng: Any, rec: Any, argv: list[str], args: argparse.Namespace) -> 
     lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     lst.bind(path)
     lst.listen(1)
-    argv = [*argv, "--console-socket", path, rec.id, *args.command]
+    argv = [*argv, "--console-socket", path, rec.id]
     null = os.open(os.devnull, os.O_RDWR)
     pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, null, 0)])
     pidfd = os.pidfd_open(pid)

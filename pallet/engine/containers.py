@@ -582,6 +582,29 @@ class Engine:
         self.event("rename", rec, oldName="/" + rec.name, name=new)
 
     def exec_argv(self, rec: Record, args: list[str], opts: dict[str, Any]) -> list[str]:
+        """The runtime's ``exec`` command line, up to (not including) the container id: the process
+        goes to the runtime as a ``--process`` file, as containerd and podman pass it, built on the
+        container's own process (docker's exec does the same), so the exec'd process gets the
+        container's rlimits, capabilities, apparmor profile and no_new_privs from runc and crun too
+        (their flags alone leave those out). The caller removes the file: ``exec_done(argv)``."""
+        base = json.loads((self.cdir(rec.id) / "config.json").read_text()).get("process") or {}
+        proc = dict(base, args=list(args), terminal=bool(opts.get("tty")))
+        env = list(proc.get("env") or [])
+        for e in opts.get("env") or []:
+            key = e.split("=", 1)[0]
+            env = [x for x in env if x.split("=", 1)[0] != key] + [e]
+        proc["env"] = env
+        if opts.get("workdir"):
+            proc["cwd"] = opts["workdir"]
+        if opts.get("user"):
+            uid, gid, extra, _ = spec.resolve_user(self.cdir(rec.id) / "rootfs", opts["user"])
+            proc["user"] = {"uid": uid, "gid": gid} | ({"additionalGids": extra} if extra else {})
+        if opts.get("privileged"):
+            caps = spec.host_caps()
+            proc["capabilities"] = {s: caps for s in ("bounding", "effective", "permitted")}
+            proc.pop("apparmorProfile", None)
+        path = self.rdir(rec.id) / f"exec-{secrets.token_hex(6)}.json"
+        _atomic_write(path, json.dumps(proc), durable=False)
         argv = [
             *self.runtime_cmd(rec),
             "--log",
@@ -589,22 +612,21 @@ class Engine:
             "--log-format",
             "json",
             "exec",
+            "--process",
+            str(path),
         ]
         if opts.get("tty"):
             argv.append("-t")
         if opts.get("detach"):
             argv.append("-d")
-        if opts.get("workdir"):
-            argv += ["--cwd", opts["workdir"]]
-        for e in opts.get("env") or []:
-            argv += ["-e", e]
-        if opts.get("user"):
-            uid, gid, _, _ = spec.resolve_user(self.cdir(rec.id) / "rootfs", opts["user"])
-            argv += ["-u", f"{uid}:{gid}"]
-        if opts.get("privileged"):
-            for c in spec.host_caps():
-                argv += ["--cap", c]
         return argv
+
+    def exec_done(self, argv: list[str]) -> None:
+        """Remove the process file of an ``exec_argv`` once the runtime has exited (it read it first)."""
+        try:
+            os.unlink(argv[argv.index("--process") + 1])
+        except (ValueError, OSError):
+            pass
 
     # -- rootfs access -------------------------------------------------------------------------
     def rootfs(self, rec: Record) -> tuple[Path, bool]:

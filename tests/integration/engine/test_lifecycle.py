@@ -331,8 +331,6 @@ def test_resources_and_update(any_runtime: Pallet) -> None:
     out = p("exec", name, "sh", "-c", read).stdout.split("\n")
     assert out[:2] == [str(128 * 1024 * 1024), "60"]
     assert p("inspect", "-f", "{{.HostConfig.Memory}}", name).stdout == f"{128 * 1024 * 1024}\n"
-    if p.runtime == "crun" and first[4:6] != ["100", "200"]:  # last: everything else is checked for crun
-        pytest.xfail(f"crun 1.8's exec (no --process file) leaves out the container's rlimits: {first[4:6]}")
     assert first[4:6] == ["100", "200"], first  # exec'd processes get the container's --ulimit, as docker's
 
 
