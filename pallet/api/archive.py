@@ -1,10 +1,11 @@
 """The container side of the archive endpoints (``docker cp``), run as its own process:
-``python -m pallet.api.archive get|put ROOT PATH``.
+``python -m pallet.api.archive get|put WHERE PATH``, WHERE the JSON of a ``pallet.engine.copy.Where``.
 
-It chroots into the container's root first, as the engine's ``cp`` does (pallet/engine/copy.py:
-docker's chrooted archiver), so that paths and symlinks resolve inside the container and a process
-there that swaps a directory for a link between a check and the copy reaches only its own files. A
-separate process because the service is threaded: it never forks, and a chroot would be process-wide.
+It enters the container's side first as the engine's ``cp`` does (pallet/engine/copy.py: a running
+container's mount namespace and root, or a stopped one's snapshot with its volumes; docker's chrooted
+archiver), so that paths and symlinks resolve inside the container and a process there that swaps a
+directory for a link between a check and the copy reaches only its own files. A separate process
+because the service is threaded: it never forks, and setns and chroot are process-wide.
 
 get: writes one line of JSON (the path's stat, docker's X-Docker-Container-Path-Stat) then a tar of
 the path on stdout (device nodes left out, as the engine's cp); exit 2 if the path does not exist.
@@ -45,9 +46,11 @@ def _no_devices(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
 
 
 def main(argv: list[str]) -> int:
-    verb, root, path = argv
-    os.chroot(root)
-    os.chdir("/")
+    from pallet.engine import copy
+
+    verb, where, path = argv
+    w = copy.Where(**json.loads(where))
+    copy.enter(w, copy.open_container(w) if w.pid else None)
     path = "/" + path.strip("/")
     if verb == "get":
         if not os.path.lexists(path):

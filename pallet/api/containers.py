@@ -520,17 +520,22 @@ def export(req: Request) -> None:
 def _archive(
     req: Request, verb: str, stat_only: bool = False
 ) -> tuple[Any, Any, bool, subprocess.Popen[bytes]]:
-    """Start pallet.api.archive in the container's root (mounted for the call if it is not running)."""
+    """Start pallet.api.archive on the container's side (its snapshot mounted for the call if it is
+    not running)."""
     path = req.query.get("path") or ""
     if not path:
         raise InvalidArgument("path is required")
     eng = req.engine
+    import dataclasses
+
+    from pallet.engine import copy
+
     rec = eng.get(req.args["id"])
-    root, mounted = eng.rootfs(rec)
+    w, mounted = copy.where(eng, rec)
     env = os.environ | ({"PALLET_ARCHIVE_STAT_ONLY": "1"} if stat_only else {})
     try:
         p = subprocess.Popen(
-            [sys.executable, "-m", "pallet.api.archive", verb, str(root), path],
+            [sys.executable, "-m", "pallet.api.archive", verb, json.dumps(dataclasses.asdict(w)), path],
             stdin=subprocess.PIPE if verb == "put" else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -539,7 +544,7 @@ def _archive(
     except BaseException:
         _release(req, rec, mounted)
         raise
-    return rec, root, mounted, p
+    return rec, w, mounted, p
 
 
 def _release(req: Request, rec: Any, mounted: bool) -> None:
@@ -557,7 +562,7 @@ def _archive_failed(req: Request, rec: Any, p: subprocess.Popen[bytes], missing:
 
 
 def _archive_stat(req: Request, stat_only: bool) -> tuple[Any, bool, subprocess.Popen[bytes], str]:
-    rec, root, mounted, p = _archive(req, "get", stat_only)
+    rec, _, mounted, p = _archive(req, "get", stat_only)
     assert p.stdout is not None
     line = p.stdout.readline()
     if not line:
@@ -595,7 +600,7 @@ def archive_get(req: Request) -> None:
 
 def archive_put(req: Request) -> None:
     """The body (a tar) goes to pallet.api.archive, which extracts it inside the container's root."""
-    rec, root, mounted, p = _archive(req, "put")
+    rec, _, mounted, p = _archive(req, "put")
     assert p.stdin is not None
     try:
         try:

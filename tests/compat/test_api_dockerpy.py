@@ -71,7 +71,7 @@ def test_detached_logs_exec_wait(client: Any) -> None:
 
 
 def test_archive_put_get(client: Any) -> None:
-    c = client.containers.run(IMAGE, ["sleep", "30"], detach=True)
+    c = client.containers.run(IMAGE, ["sleep", "30"], detach=True, tmpfs={"/scratch": ""})
     try:
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -89,6 +89,15 @@ def test_archive_put_get(client: Any) -> None:
             c.get_archive("/no/such/path")
         changes = {ch["Path"] for ch in c.diff()}
         assert "/tmp/dir/file.txt" in changes
+        # the container's own mounts, as its processes see them (a tmpfs here)
+        assert c.put_archive("/scratch", buf.getvalue()) is True
+        assert c.exec_run(["cat", "/scratch/dir/file.txt"]).output == b"payload\n"
+        stream, stat = c.get_archive("/scratch/dir/file.txt")
+        assert stat["name"] == "file.txt" and stat["size"] == len(b"payload\n")
+        c.stop(timeout=0)  # stopped: its snapshot, mounted for the call
+        stream, stat = c.get_archive("/tmp/dir/file.txt")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            assert tar.extractfile("file.txt").read() == b"payload\n"  # type: ignore[union-attr]
     finally:
         c.remove(force=True)
 
