@@ -14,6 +14,9 @@ bench/README.md tracks. The fork happens in the single-threaded monitor; the run
 
 from __future__ import annotations
 
+import marshal
+import os
+
 
 def run_verb(root: str, log_path: str, args: list[str]) -> int:
     """``pallet-runtime --root ROOT --log LOG --log-format json ARGS...`` without the exec."""
@@ -53,3 +56,37 @@ def run_verb(root: str, log_path: str, args: list[str]) -> int:
         log("error", describe(e))
         return 1
     return 0
+
+
+def create_then_start(root: str, log_path: str, args: list[str], result_w: int, go_r: int, db: str) -> int:
+    """``create`` then, when the monitor says so, ``start`` — one child, one import of the runtime, for
+    both verbs (~15 ms each here). The protocol, over two pipes:
+
+      child → monitor (result_w): create's exit code (``0``/``1``), then EOF
+      monitor → child (go_r):     the state to record once started (marshal), then EOF; EOF alone:
+                                  do not start (the monitor gave up, or died: the container stays created)
+
+    The record of the running state is written here, after a successful start, so that the monitor
+    needs no second child (and no second import of SQLite) for it; the store is imported while the
+    monitor waits for its client to attach.
+    """
+    code = run_verb(root, log_path, args)
+    os.write(result_w, b"%d" % code)
+    os.close(result_w)
+    if code != 0:
+        return code
+    from pallet.engine.store import record_state
+
+    chunks = []
+    while chunk := os.read(go_r, 65536):
+        chunks.append(chunk)
+    if not chunks:
+        return 0
+    fields = marshal.loads(b"".join(chunks))
+    code = run_verb(root, log_path, ["start", args[-1]])
+    if code == 0:
+        try:
+            record_state(db, args[-1], fields)
+        except Exception:  # noqa: BLE001 - as the monitor's record(): the container runs regardless
+            pass
+    return code

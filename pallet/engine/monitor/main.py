@@ -117,6 +117,9 @@ class Monitor:
         self.log = JsonLog(cfg["log"], int(cfg["max_size"]), int(cfg["max_file"]))
         self.health: dict[str, Any] = {"Status": "starting", "FailingStreak": 0, "Log": []}
         self.health_proc: tuple[int, int, float] | None = None  # pid, output fd, started
+        # pallet-runtime's create and start in one child (inproc.create_then_start): pid, its result
+        # pipe (read end, -1 once read) and the pipe that tells it to start (write end)
+        self.starter: tuple[int, int, int] | None = None
         self.done = False
         self.backoff = 0.1
 
@@ -188,23 +191,29 @@ class Monitor:
             os.close(self.sync_fd)
             self.sync_fd = None
 
-    def runtime(self, *args: str, stdio: tuple[int, int, int] | None = None) -> tuple[int, str]:
+    def runtime(
+        self, *args: str, stdio: tuple[int, int, int] | None = None, then_start: bool = False
+    ) -> tuple[int, str]:
         """Run one runtime verb to completion; (exit code, its last error message)."""
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
-            pid = self.spawn_verb(list(args), stdio or (null, null, null))
+            pid = self.spawn_verb(list(args), stdio or (null, null, null), then_start)
         finally:
             os.close(null)
-        _, status = os.waitpid(pid, 0)
-        code = _code(status)
+        code = self.verb_code(pid)
         return code, self.runtime_error() if code != 0 else ""
 
-    def spawn_verb(self, args: list[str], stdio: tuple[int, int, int]) -> int:
-        """Start one runtime verb; its pid. pallet-runtime's run in a forked child (inproc.py), others exec."""
+    def spawn_verb(self, args: list[str], stdio: tuple[int, int, int], then_start: bool = False) -> int:
+        """Start one runtime verb; its pid. pallet-runtime's run in a forked child (inproc.py), others exec.
+        ``then_start`` (create, in-process only): the same child starts the container later (start())."""
         logf = self.cfg["runtime_log"]
         root = self.cfg.get("runtime_root")
         if not root:
             return _spawn([*self.cfg["runtime"], "--log", logf, "--log-format", "json", *args], *stdio)
+        result_r = result_w = go_r = go_w = -1
+        if then_start:
+            result_r, result_w = os.pipe2(os.O_CLOEXEC)
+            go_r, go_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -214,12 +223,58 @@ class Monitor:
                 # the child must not wake the monitor's loop, and the runtime waits on its own children
                 _signal.set_wakeup_fd(-1)
                 _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
-                from pallet.engine.monitor.inproc import run_verb
+                from pallet.engine.monitor import inproc
 
-                code = run_verb(root, logf, args)
+                if then_start:
+                    os.close(result_r)
+                    os.close(go_w)
+                    code = inproc.create_then_start(root, logf, args, result_w, go_r, self.cfg["db"])
+                else:
+                    code = inproc.run_verb(root, logf, args)
             finally:
                 os._exit(code)
+        if then_start:
+            os.close(result_w)
+            os.close(go_r)
+            self.starter = (pid, result_r, go_w)
         return pid
+
+    def verb_code(self, pid: int) -> int:
+        """A verb's exit code; for the create of a create-then-start child, the code it reported."""
+        if self.starter is None or self.starter[0] != pid:
+            _, status = os.waitpid(pid, 0)
+            return _code(status)
+        _, result_r, go_w = self.starter
+        data = b""
+        while chunk := os.read(result_r, 16):
+            data += chunk
+        os.close(result_r)
+        self.starter = (pid, -1, go_w)
+        if data == b"0":
+            return 0
+        code = self.drop_starter()
+        return int(data) if data.isdigit() else code or 1
+
+    def drop_starter(self, fields: dict[str, Any] | None = None) -> int:
+        """Send the starter child the state to record and start it (``fields``), or EOF alone (it exits
+        without starting); reap it and return its exit code."""
+        assert self.starter is not None
+        pid, result_r, go_w = self.starter
+        self.starter = None
+        if result_r >= 0:
+            os.close(result_r)
+        try:
+            if fields is not None:
+                os.write(go_w, marshal.dumps(fields))
+        except OSError:
+            pass
+        finally:
+            os.close(go_w)
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:  # died before it was told, and reap() took it: no start happened
+            return 1
+        return _code(status)
 
     def runtime_error(self) -> str:
         import json  # only on a failure: json pulls in re
@@ -263,7 +318,7 @@ class Monitor:
             in_r, in_w = os.pipe2(os.O_CLOEXEC)
         else:
             in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
-        code, msg = self.runtime(*args, self.cid, stdio=(in_r, out_w, err_w))
+        code, msg = self.runtime(*args, self.cid, stdio=(in_r, out_w, err_w), then_start=True)
         for fd in (in_r, out_w, err_w):
             os.close(fd)
         if code != 0:
@@ -286,7 +341,9 @@ class Monitor:
         lst.bind(path)
         lst.listen(1)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        pid = self.spawn_verb([*args, "--console-socket", path, self.cid], (null, null, null))
+        pid = self.spawn_verb(
+            [*args, "--console-socket", path, self.cid], (null, null, null), then_start=True
+        )
         os.close(null)
         pidfd = os.pidfd_open(pid)
         master = -1
@@ -306,11 +363,13 @@ class Monitor:
             lst.close()
             os.unlink(path)
             os.close(pidfd)
-        _, status = os.waitpid(pid, 0)
-        if _code(status) != 0 or master < 0:
+        code = self.verb_code(pid)
+        if code != 0 or master < 0:
             if master >= 0:
                 os.close(master)
-            return self.runtime_error() or f"runtime create exited with {_code(status)}"
+            if code == 0 and self.starter is not None:
+                self.drop_starter()
+            return self.runtime_error() or f"runtime create exited with {code}"
         os.set_blocking(master, False)
         self.pty = master
         self.outputs[master] = "stdout"
@@ -320,11 +379,6 @@ class Monitor:
     def start(self) -> str | None:
         self.waiting_attach = False
         self.deadlines.pop("attach", None)
-        code, msg = self.runtime("start", self.cid)
-        if code != 0:
-            return msg or f"runtime start exited with {code}"
-        self.started_at = time.monotonic()
-        self.event("start")
         fields: dict[str, Any] = {
             "Status": "running",
             "Running": True,
@@ -340,8 +394,20 @@ class Monitor:
         if self.cfg.get("health"):
             self.health = {"Status": "starting", "FailingStreak": 0, "Log": []}
             fields["Health"] = self.health
+        recorded = self.starter is not None
+        if self.starter is not None:  # the child that created it starts it and records the state
+            code = self.drop_starter(fields)
+            msg = self.runtime_error() if code != 0 else ""
+        else:
+            code, msg = self.runtime("start", self.cid)
+        if code != 0:
+            return msg or f"runtime start exited with {code}"
+        self.started_at = time.monotonic()
+        self.event("start")
+        if self.cfg.get("health"):
             self.deadlines["health"] = time.monotonic() + self.cfg["health"]["interval"]
-        self.record(fields)
+        if not recorded:
+            self.record(fields)
         return None
 
     def launch(self) -> str | None:
@@ -582,7 +648,9 @@ class Monitor:
         if self.stdin_w is not None:
             os.close(self.stdin_w)
             self.stdin_w = None
-        self.runtime("delete", "--force", self.cid)
+        if self.should_restart(code) or not self.remover():
+            # a foreground `run --rm` deletes it with the rest, as soon as it has the exit code
+            self.runtime("delete", "--force", self.cid)
         self.cfg["last_exit"] = code
         if self.should_restart(code):
             ran = time.monotonic() - self.started_at
@@ -631,11 +699,14 @@ class Monitor:
         self.notify_exit(code)
         self.done = True
 
+    def remover(self) -> bool:
+        """Is a foreground ``run --rm`` attached, which removes the container once told the exit?"""
+        return bool(self.cfg.get("auto_remove")) and any(c.remover for c in self.clients.values())
+
     def finish(self, code: int, err: str = "") -> None:
-        remover = self.cfg.get("auto_remove") and any(c.remover for c in self.clients.values())
-        if remover:
-            # `run --rm` in the foreground: its CLI removes the record as soon as it has the exit code
-            self.unmount()
+        if self.remover():
+            # `run --rm` in the foreground: its CLI removes the runtime's container, the mount and the
+            # record as soon as it has the exit code (as docker's CLI does); nothing to wait for here
             self.notify_exit(code)
             self.done = True
             return
