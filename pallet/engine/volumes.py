@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ class Volumes:
             raise InvalidArgument(f'error looking up volume plugin {driver}: plugin "{driver}" not found')
         if opts:
             raise InvalidArgument(f"invalid option for the local driver: {', '.join(opts)}")
-        name = name or secrets.token_hex(32)
+        name = name or os.urandom(32).hex()
         if len(name) < 2 or not name[0].isalnum() or set(name) - _NAME_OK:
             raise InvalidArgument(
                 f'create {name}: "{name}" includes invalid characters for a local volume name, '

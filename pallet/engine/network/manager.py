@@ -17,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,7 +90,7 @@ class Networks:
             pass
         try:
             self.store.add_network(
-                secrets.token_hex(32), DEFAULT,
+                os.urandom(32).hex(), DEFAULT,
                 {"Driver": "bridge", "Default": True, "Internal": False, "Labels": {}, "Subnet": "",
                  "Gateway": "", "Bridge": ""},
             )  # fmt: skip
@@ -115,7 +114,7 @@ class Networks:
         if not name or not name[0].isalnum() or set(name) - _NAME_OK:
             raise InvalidArgument(f'invalid network name "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] allowed')
         net, gw = self._check_subnet(subnet, gateway)
-        nid = secrets.token_hex(32)
+        nid = os.urandom(32).hex()
         config = {"Driver": "bridge", "Default": False, "Internal": internal, "Labels": labels or {},
                   "Subnet": "", "Gateway": "", "Bridge": ""}  # fmt: skip
         self.store.add_network(nid, name, config)  # the name is taken first: two creates, one wins
@@ -167,7 +166,7 @@ class Networks:
                     )
         gw = gw or next(net.hosts())
         for _ in range(16):
-            br = bridge.PREFIX + secrets.token_hex(3)
+            br = bridge.PREFIX + os.urandom(3).hex()
             if not bridge.link_exists(br):
                 break
         # recorded before it exists: a process killed midway leaves a record that names what to undo
