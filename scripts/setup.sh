@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS=(python3 python3-venv busybox-static runc crun tini uidmap iproute2 iptables libseccomp2
       containerd podman docker.io skopeo umoci containernetworking-plugins fuse-overlayfs slirp4netns
-      docker-registry docker-compose openssl zstd file procps util-linux kmod)
+      docker-registry docker-compose openssl zstd file procps util-linux kmod
+      user-mode-linux)  # a pure cgroup v2 kernel for tests/integration/cgroups/test_pure_v2_vm.py
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

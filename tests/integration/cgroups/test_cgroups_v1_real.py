@@ -22,6 +22,7 @@ from pallet.runtime.cgroups import CgroupError, open_manager
 from pallet.runtime.cgroups.common import CgroupValueError
 from pallet.runtime.cgroups.devices import v1_parse_list, v1_target
 from pallet.runtime.cgroups.oom import stream, watch_oom
+from tests.helpers.held import proc_state
 
 ROOT = "/sys/fs/cgroup"
 pytestmark = [
@@ -33,34 +34,6 @@ pytestmark = [
 ]
 
 
-class Held:
-    """A Python process that waits for a line on stdin before running ``code`` (argv[1] is the token)."""
-
-    def __init__(self, code: str, token: str) -> None:
-        prelude = "import sys\nsys.stdin.readline()\n"
-        self.p = subprocess.Popen(
-            [sys.executable, "-c", prelude + code, token],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.pid = self.p.pid
-
-    def release(self) -> None:
-        assert self.p.stdin is not None
-        self.p.stdin.write("go\n")
-        self.p.stdin.flush()
-
-    def line(self) -> str:
-        assert self.p.stdout is not None
-        return self.p.stdout.readline().strip()
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait()
-
-
 @pytest.fixture
 def mgr(token: str, leakcheck: None) -> Iterator[object]:
     m = open_manager(f"/{token}", token)
@@ -70,28 +43,8 @@ def mgr(token: str, leakcheck: None) -> Iterator[object]:
         m.destroy()
 
 
-@pytest.fixture
-def held(token: str) -> Iterator[object]:
-    procs: list[Held] = []
-
-    def start(code: str) -> Held:
-        h = Held(code, token)
-        procs.append(h)
-        return h
-
-    try:
-        yield start
-    finally:
-        for h in procs:
-            h.stop()
-
-
 def read(m, controller: str, name: str) -> str:  # noqa: ANN001
     return Path(m.paths[controller], name).read_text().strip()
-
-
-def proc_state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def test_place_a_process_and_read_limits_back(mgr, held) -> None:

@@ -51,35 +51,6 @@ def mgr(token: str, leakcheck: None) -> Iterator[object]:
                     pass  # still used below: leave it, as systemd would
 
 
-@pytest.fixture
-def held(token: str) -> Iterator[object]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(code: str) -> subprocess.Popen[str]:
-        p = subprocess.Popen(
-            [sys.executable, "-c", "import sys\nsys.stdin.readline()\n" + code, token],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(p)
-        return p
-
-    try:
-        yield start
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-
-
-def send(p: subprocess.Popen[str], line: str) -> None:
-    assert p.stdin is not None
-    p.stdin.write(line + "\n")
-    p.stdin.flush()
-
-
 def test_place_freeze_thaw_and_kill(mgr, held, token) -> None:
     counter = Path(f"/tmp/{token}.count")
     try:
@@ -90,7 +61,7 @@ def test_place_freeze_thaw_and_kill(mgr, held, token) -> None:
         )
         mgr.apply(p.pid)
         assert Path(mgr.path, "cgroup.procs").read_text().split() == [str(p.pid)]
-        send(p, "go")
+        p.send("go")
         while not counter.exists() or not counter.read_text():
             time.sleep(0.01)
         assert len(mgr.pids()) == 2
@@ -107,7 +78,7 @@ def test_place_freeze_thaw_and_kill(mgr, held, token) -> None:
         assert counter.read_text() != seen
         mgr.freeze()
         mgr.kill_all(signal.SIGKILL)  # cgroup.kill: frozen tasks die too
-        assert p.wait(timeout=10) == -signal.SIGKILL
+        assert p.p.wait(timeout=10) == -signal.SIGKILL
         mgr.thaw()
         mgr.destroy()
         assert not mgr.exists()
@@ -119,9 +90,9 @@ def test_place_freeze_thaw_and_kill(mgr, held, token) -> None:
 def test_kill_all_with_another_signal_freezes_signals_and_thaws(mgr, held) -> None:
     p = held("import time\ntime.sleep(60)\n")
     mgr.apply(p.pid)
-    send(p, "go")
+    p.send("go")
     mgr.kill_all(signal.SIGTERM)
-    assert p.wait(timeout=10) == -signal.SIGTERM
+    assert p.p.wait(timeout=10) == -signal.SIGTERM
     assert not mgr.frozen()
 
 
@@ -138,12 +109,11 @@ def test_device_program_denies_and_an_update_replaces_it(mgr, held) -> None:
     )
     p = held(code)
     mgr.apply(p.pid)
-    send(p, "go")
+    p.send("go")
 
     def try_open(path: str) -> str:
-        send(p, path)
-        assert p.stdout is not None
-        return p.stdout.readline().strip()
+        p.send(path)
+        return p.line()
 
     assert try_open("/dev/kmsg") == "ok"  # no program yet
     mgr.set({"devices": [{"allow": False, "access": "rwm"}]})
@@ -256,3 +226,25 @@ def test_a_program_attached_without_multi_is_replaced(mgr) -> None:
         assert len(after) == 1 and after != before
     finally:
         os.close(dfd)
+
+
+@pytest.mark.skipif(not os.path.exists(f"{ROOT}/cpu.pressure"), reason="the kernel gives no PSI")
+def test_stats_carry_pressure_stall_information(mgr, held) -> None:
+    """PSI is part of v2's core (every cgroup has the pressure files, controllers or not): two busy
+    loops in a cgroup on a two-cpu machine under load stall on cpu, and stats report it as runc does."""
+    p = held("import time\nt = time.monotonic()\nwhile time.monotonic() - t < 2: pass\n")
+    q = held("import time\nt = time.monotonic()\nwhile time.monotonic() - t < 2: pass\n")
+    mgr.apply(p.pid)
+    mgr.apply(q.pid)
+    s0 = mgr.stats()
+    assert set(s0["cpu"]["psi"]) >= {"some"} and set(s0["memory"]["psi"]) == {"some", "full"}
+    assert set(s0["cpu"]["psi"]["some"]) == {"avg10", "avg60", "avg300", "total"}
+    assert set(s0["blkio"]["psi"]) == {"some", "full"}
+    p.release()
+    q.release()
+    assert p.p.wait(timeout=30) == 0 and q.p.wait(timeout=30) == 0
+    s1 = mgr.stats()
+    # total is the stall time in µs: a test cannot be sure it stalled (an idle 16-cpu box would not),
+    # only that the counter is read and never goes back
+    assert s1["cpu"]["psi"]["some"]["total"] >= s0["cpu"]["psi"]["some"]["total"]
+    print("cpu some stall µs:", s1["cpu"]["psi"]["some"]["total"] - s0["cpu"]["psi"]["some"]["total"])
