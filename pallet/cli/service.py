@@ -1,9 +1,11 @@
 """``pallet system service``: serve the Docker Engine API on a unix socket until interrupted (or until
-``--timeout`` seconds pass without a request, as ``podman system service --time``)."""
+``--timeout`` seconds pass without a request, as ``podman system service --time``); as it starts, it
+restores containers as dockerd does (``pallet system restore``: pallet.engine.restore)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -27,6 +29,21 @@ def _group(name: str | None) -> int | None:
         raise InvalidArgument(f"group {name!r} not found") from None
 
 
+def cmd_restore(ctx: Any, args: argparse.Namespace) -> int:
+    """Start the containers that their restart policies want running after a reboot; print each name."""
+    from pallet.cli.containers import engine
+    from pallet.engine.restore import restore
+
+    failed = False
+    for rec, err in restore(engine(ctx)):
+        if err:
+            failed = True
+            print(f"Error: container {rec.name}: {err}", file=sys.stderr)
+        else:
+            print(rec.name, flush=True)
+    return 1 if failed else 0
+
+
 def cmd_service(ctx: Any, args: argparse.Namespace) -> int:
     from pallet.api.server import Service
 
@@ -44,6 +61,9 @@ def cmd_service(ctx: Any, args: argparse.Namespace) -> int:
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every thread's stack, on stderr
+    if not args.no_restore:  # as dockerd restores its containers before it serves
+        with contextlib.redirect_stdout(sys.stderr):
+            cmd_restore(ctx, args)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     print(f"API listening on {path}", file=sys.stderr, flush=True)
@@ -74,3 +94,8 @@ def register(sub: Any) -> None:
     p.add_argument("-H", "--host", default=DEFAULT_HOST, help=f"where to listen (default {DEFAULT_HOST})")
     p.add_argument("-t", "--timeout", type=int, default=0, help="exit after N idle seconds (0: never)")
     p.add_argument("--group", help="group owning the socket (default root)")
+    p.add_argument("--no-restore", action="store_true", help="do not start containers as it starts")
+    p = ssub.add_parser(
+        "restore", help="start the containers that restart policies want running (after a reboot)"
+    )
+    p.set_defaults(func=cmd_restore)

@@ -287,6 +287,8 @@ class Engine:
             raise Conflict("cannot start a paused container, try unpause instead")
         if st == "dead":
             raise FailedPrecondition(f"container {rec.name}: cannot start: it is dead (remove it with rm -f)")
+        if rec.state.get("HasBeenManuallyStopped"):  # docker's flag for unless-stopped (engine.restore)
+            self.store.update_state(rec.id, lambda s: s.pop("HasBeenManuallyStopped", None))
         cfg, host = rec.config["Config"], rec.config["HostConfig"]
         rootfs = self._mount_rootfs(rec)
         d = self.cdir(rec.id)
@@ -403,6 +405,7 @@ class Engine:
         rec = self.get(ref)
         if self.status(rec) not in ("running", "restarting", "paused"):
             return rec
+        self.store.update_state(rec.id, lambda s: s.update(HasBeenManuallyStopped=True))
         if self.status(rec) == "paused":
             self._runtime(rec, "resume", rec.id)
         signum = spec.parse_signal(sig or rec.config["Config"].get("StopSignal") or "SIGTERM")
@@ -417,6 +420,7 @@ class Engine:
         if self.status(rec) not in ("running", "paused", "restarting"):
             raise Conflict(f"Cannot kill container: {ref}: container {rec.id} is not running")
         signum = spec.parse_signal(sig)
+        self.store.update_state(rec.id, lambda s: s.update(HasBeenManuallyStopped=True))  # as docker's
         with attach.connect(self.sock(rec.id), b"k%d" % signum) as s:
             s.settimeout(5)
             try:
