@@ -334,6 +334,21 @@ def test_resources_and_update(any_runtime: Pallet) -> None:
     assert first[4:6] == ["100", "200"], first  # exec'd processes get the container's --ulimit, as docker's
 
 
+def test_exec_process_is_the_containers(any_runtime: Pallet) -> None:
+    """exec's process is the container's (a --process file, as docker's): its env, capabilities and
+    no_new_privs, with exec's own -e, -w, -u and --privileged on top."""
+    p = any_runtime
+    name = p.name("xp")
+    p.run("-d", "--name", name, "-e", "FROM=run", "-e", "KEEP=1", "--cap-drop", "NET_RAW",
+          "--security-opt", "no-new-privileges", "busybox", "sleep", "60")  # fmt: skip
+    show = "echo $FROM $KEEP; pwd; id -u; grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status | cut -f2"
+    out = p("exec", "-e", "FROM=exec", "-w", "/tmp", "-u", "app", name, "sh", "-c", show).stdout.split("\n")
+    assert out[:3] == ["exec 1", "/tmp", "1000"], out
+    assert not int(out[3], 16) >> 13 & 1 and out[4] == "1", out  # CAP_NET_RAW is bit 13
+    out = p("exec", "--privileged", name, "sh", "-c", show).stdout.split("\n")
+    assert out[:3] == ["run 1", "/", "0"] and int(out[3], 16) >> 13 & 1, out
+
+
 def test_namespace_modes(pallet: Pallet) -> None:
     a, b = pallet.name("nsa"), pallet.name("nsb")
     pallet.run("-d", "--name", a, "busybox", "sleep", "60")
