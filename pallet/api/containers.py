@@ -526,8 +526,6 @@ def _archive(
     if not path:
         raise InvalidArgument("path is required")
     eng = req.engine
-    import dataclasses
-
     from pallet.engine import copy
 
     rec = eng.get(req.args["id"])
@@ -535,7 +533,7 @@ def _archive(
     env = os.environ | ({"PALLET_ARCHIVE_STAT_ONLY": "1"} if stat_only else {})
     try:
         p = subprocess.Popen(
-            [sys.executable, "-m", "pallet.api.archive", verb, json.dumps(dataclasses.asdict(w)), path],
+            [sys.executable, "-m", "pallet.api.archive", verb, json.dumps(vars(w)), path],
             stdin=subprocess.PIPE if verb == "put" else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +66,18 @@ def _rename(tar: tarfile.TarFile, old: str, new: str) -> Iterator[tarfile.TarInf
         yield m
 
 
-@dataclass
 class Where:
     """The container side of a copy: ``pid``, a running container's init, or ``root``, a stopped
-    one's mounted snapshot with ``binds``: (source, target in ``root`` already resolved, read-only)."""
+    one's mounted snapshot with ``binds``: (source, target in ``root`` already resolved, read-only).
+    A plain class (``vars()`` is its JSON for pallet.api.archive): dataclasses imports inspect, ~5 ms."""
 
-    name: str
-    pid: int = 0
-    root: str = ""
-    binds: list[tuple[str, str, bool]] = field(default_factory=list)
+    def __init__(
+        self, name: str, pid: int = 0, root: str = "", binds: list[tuple[str, str, bool]] | None = None
+    ) -> None:
+        self.name = name
+        self.pid = pid
+        self.root = root
+        self.binds = binds or []
 
 
 def where(engine: Any, rec: Any) -> tuple[Where, bool]:

@@ -13,7 +13,8 @@ from tests.integration.engine.conftest import Pallet
 pytestmark = pytest.mark.root
 
 
-def test_cp_running_sees_volumes_binds_and_tmpfs(pallet: Pallet, workdir: Path) -> None:
+def test_cp_running_sees_volumes_binds_and_tmpfs(any_runtime: Pallet, workdir: Path) -> None:
+    pallet = any_runtime
     name, vol = pallet.name("cpm"), pallet.name("vol")
     bind = workdir / "bind"
     bind.mkdir()
