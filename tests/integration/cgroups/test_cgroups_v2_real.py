@@ -80,7 +80,8 @@ def test_place_a_process_and_read_limits_back(mgr, held) -> None:
     assert s["pids"] == {"current": 1, "limit": 16}
     assert s["memory"]["usage"]["limit"] == 64 << 20
     assert s["memory"]["swap"]["limit"] == 128 << 20  # reported in v1's meaning again
-    assert 0 < s["memory"]["usage"]["usage"] <= 64 << 20
+    # v2 charges memory where it is allocated, not where the process lives now: 0 is possible here
+    assert 0 <= s["memory"]["usage"]["usage"] <= 64 << 20
     # update a running container: raise the limits, then lift the quota
     mgr.set({"pids": {"limit": 64}, "memory": {"limit": 256 << 20, "swap": 512 << 20}})
     assert read(mgr, "pids.max") == "64"

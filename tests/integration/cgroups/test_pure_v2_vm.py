@@ -18,10 +18,19 @@ import pytest
 from tests.helpers import umlvm
 
 REPO = Path(__file__).resolve().parents[3]
+LIFECYCLE = [
+    "test_create_start_state_kill_delete",
+    "test_delete_created_container_kills_its_init",
+    "test_delete_force_running_leaves_no_process",
+    "test_kill_all_signals_every_process",
+    "test_pause_resume",
+]
 GUEST_TESTS = [
     "tests/integration/cgroups/test_cgroups_v2_real.py",
     "tests/integration/cgroups/test_cgroups_v2_unified_real.py",
     "tests/integration/runtime/test_resources.py",
+    # the lifecycle verbs that go through the cgroup: pause/resume, kill --all, delete (--force)
+    *(f"tests/integration/runtime/test_lifecycle.py::{t}" for t in LIFECYCLE),
 ]
 V2 = "tests.integration.cgroups.test_cgroups_v2_real."
 MUST_PASS = [
@@ -43,6 +52,7 @@ MUST_PASS = [
     "tests.integration.runtime.test_resources.test_device_rules_deny_unlisted_devices",
     "tests.integration.runtime.test_resources.test_pause_freezes_every_process",
     "tests.integration.runtime.test_resources.test_cpu_shares_shift_time_between_competing_containers",
+    *(f"tests.integration.runtime.test_lifecycle.{t}" for t in LIFECYCLE),
 ]
 
 pytestmark = [
