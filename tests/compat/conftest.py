@@ -81,6 +81,21 @@ def teardown_dir(d: Path) -> None:
         if not mounts_under(d):
             break
     shutil.rmtree(d, ignore_errors=True)
+    remove_cgroups_naming(d.name)
+
+
+def remove_cgroups_naming(name: str) -> None:
+    """Peers leave their cgroup parents behind (dockerd's --cgroup-parent, podman's libpod_parent):
+    remove the empty ones that carry ``name``, deepest first."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        if not hierarchy.is_dir():
+            continue
+        found = [p for p, _, _ in os.walk(hierarchy) if name in Path(p).name]
+        for p in sorted(found, key=len, reverse=True):
+            try:
+                os.rmdir(p)
+            except OSError:
+                pass
 
 
 @contextmanager
@@ -177,7 +192,7 @@ def dockerd_argv(d: Path, containerd_sock: Path, *extra: str, bridge: str = "non
         "--ip6tables=false", "--data-root", f"{d}/data", "--exec-root", f"{d}/exec",
         "--pidfile", f"{d}/docker.pid", "--host", f"unix://{d}/docker.sock",
         "--containerd", str(containerd_sock), "--containerd-namespace", d.name,
-        "--containerd-plugins-namespace", d.name + "-plugins", *extra,
+        "--containerd-plugins-namespace", d.name + "-plugins", f"--cgroup-parent=/{d.name}", *extra,
     ]  # fmt: skip
 
 
