@@ -370,13 +370,18 @@ class Engine:
             self._start_failed(rec, line)
 
     def _spawn_monitor(self, cfg_path: str, errors: str) -> int:
-        """fork, setsid, fork (conmon's detach: the monitor is no child of ours and leads no terminal),
-        make it a child subreaper — kept across execve — and exec the monitor under ``python -S``;
-        returns the read end of its sync pipe. Between fork and exec: syscalls only."""
+        """A running monitor under our runroot forks the new one (monitor/sibling.py: the monitors
+        share their pages); else fork, setsid, fork (conmon's detach: the monitor is no child of ours
+        and leads no terminal), make it a child subreaper — kept across execve — and exec the monitor
+        under ``python -S``. Returns the read end of its sync pipe. Between fork and exec: syscalls only."""
+        from pallet.engine.monitor import sibling
         from pallet.linux import syscalls
 
-        sc = syscalls.default()
         r, w = os.pipe()
+        if sibling.request(str(self.runroot), cfg_path, errors, w):  # forked by a running monitor
+            os.close(w)
+            return r
+        sc = syscalls.default()
         os.set_inheritable(w, True)
         argv = [sys.executable, "-S", "-c", _MONITOR_BOOT, "pallet-monitor", cfg_path, str(w)]
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)

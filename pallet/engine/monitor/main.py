@@ -33,6 +33,7 @@ import select
 import sys
 import time
 
+from pallet.engine.monitor import sibling
 from pallet.engine.monitor.logs import JsonLog
 
 TYPE_CHECKING = False  # typing itself pulls in re, enum and collections: ~1 MiB more per container
@@ -88,6 +89,15 @@ class Client:
             return False
 
 
+def _fds(anc: list[tuple[int, int, bytes]]) -> list[int]:
+    """The file descriptors in a message's SCM_RIGHTS."""
+    out = []
+    for level, kind, data in anc:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            out += [int.from_bytes(data[i : i + 4], sys.byteorder) for i in range(0, len(data) - 3, 4)]
+    return out
+
+
 def _recv_fd(conn: _socket.socket) -> int:
     """One file descriptor sent with SCM_RIGHTS (the runtime's pty master)."""
     _, anc, _, _ = conn.recvmsg(1024, _socket.CMSG_SPACE(4))
@@ -98,8 +108,9 @@ def _recv_fd(conn: _socket.socket) -> int:
 
 
 class Monitor:
-    def __init__(self, cfg: dict[str, Any], sync_fd: int) -> None:
+    def __init__(self, cfg: dict[str, Any], sync_fd: int, cfg_path: str = "") -> None:
         self.cfg = cfg
+        self.cfg_path = cfg_path
         self.cid: str = cfg["id"]
         self.sync_fd: int | None = sync_fd
         self.ep = select.epoll()
@@ -498,13 +509,22 @@ class Monitor:
     def client_message(self, fd: int) -> None:
         c = self.clients[fd]
         try:
-            msg = c.sock.recv(CHUNK + 1)
+            msg, anc, _, _ = c.sock.recvmsg(CHUNK + 1, _socket.CMSG_SPACE(4))
         except OSError:
-            msg = b""
+            msg, anc = b"", []
+        fds = _fds(anc)
         if not msg:
+            for x in fds:
+                os.close(x)
             self.drop(fd)
             return
         op, body = msg[:1], msg[1:]
+        if op == b"F":
+            self.fork_sibling(c, body, fds)
+            self.drop(fd)
+            return
+        for x in fds:
+            os.close(x)
         if op == b"0":
             self.stdin(body)
         elif op == b"z":
@@ -537,6 +557,24 @@ class Monitor:
             self.manual_stop = True
             self.kill(int(body))
             self.drop(fd)
+
+    def fork_sibling(self, c: Client, body: bytes, fds: list[int]) -> None:
+        """The monitor of another container, forked from this one (sibling.py); ``E``: not done."""
+        paths = sibling.accepts(body, self.cfg_path) if len(fds) == 1 else None
+        if paths is None:
+            for x in fds:
+                os.close(x)
+            c.send(b"E")
+            return
+        # the answer goes first: an engine that sees none (we died, or never read it) starts another
+        # monitor itself, so there must be no sibling unless it was told there would be one
+        if c.send(b"F"):
+            pid = sibling.fork(self, self.cfg_path, paths[0], paths[1], fds[0])
+            try:
+                os.waitpid(pid, 0)  # the intermediate child, gone at once
+            except ChildProcessError:
+                pass
+        os.close(fds[0])
 
     def resize(self, rows: int, cols: int) -> None:
         if self.pty is None:
@@ -795,11 +833,16 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 2:
         print("usage: pallet-monitor CONFIG SYNC_FD (started by pallet, not by hand)", file=sys.stderr)
         return 2
-    with open(argv[0], "rb") as f:
-        cfg = marshal.load(f)
     sync_fd = int(argv[1])
     os.set_inheritable(sync_fd, False)  # inherited across our exec only: not into the runtime or container
-    mon = Monitor(cfg, sync_fd)
+    return run(argv[0], sync_fd)
+
+
+def run(cfg_path: str, sync_fd: int) -> int:
+    """One container's monitor, to its end (exec'd by the engine, or forked by a sibling)."""
+    with open(cfg_path, "rb") as f:
+        cfg = marshal.load(f)
+    mon = Monitor(cfg, sync_fd, cfg_path)
     try:
         mon.listen()
         err = mon.create()

@@ -1,0 +1,152 @@
+"""A new monitor forked from a live one, so that the monitors of all the containers share one
+interpreter's pages copy-on-write (conmon is ~0.4 MiB a container; a fresh ``python -S`` ~2.9 MiB of
+private memory, most of it the interpreter's own data and the modules every monitor loads alike).
+
+The engine asks (``request``) the monitor of any running container under the same runroot over its
+attach socket: ``F<config path>\\0<stderr path>\\0<token>`` with the new monitor's sync pipe as
+SCM_RIGHTS. The token names this code and interpreter (path, size and mtime of main.py, the
+executable): a monitor started before an upgrade refuses (``E``) and the engine execs a fresh one, as
+it also does when no monitor runs. Otherwise the asked monitor forks (``fork``), answers ``F`` and
+goes on with its own container (the answer comes first, see ``request``); what it forked is on its
+own from then on:
+
+- fork, setsid, fork: a session of its own, no terminal; the asker's subreaper flag is not inherited
+  (prctl(2): cleared on fork), so it sets its own, and its container's init is re-parented to it;
+- it inherits every fd of its parent: it keeps stdio (null, null, its own stderr file) and the sync
+  pipe (as fd 3) and closes all the others (its parent's container's pipes, sockets, epoll);
+- the parent's objects stay referenced forever (``_KEEP``): freeing one would close an fd number that
+  this process may have reused; ``gc.freeze()`` before the fork keeps the collector off them (and
+  their pages shared);
+- its command line is the parent's (the same argv memory): the config path in it is rewritten in
+  place to its own (same length: the same root), because the engine knows a monitor by the container
+  ID in its command line (``_alive``), as the tests' leak checks do;
+- its cwd becomes ``/`` (the parent's may be a directory since removed).
+
+If the parent dies, its siblings and their containers are unaffected: no state is shared after the
+fork. A sibling is a child of its parent's subreaper (the parent itself), which reaps it when it ends.
+"""
+
+from __future__ import annotations
+
+import _socket
+import gc
+import os
+import sys
+
+_KEEP: list[object] = []
+_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "main.py")
+
+
+def token() -> bytes:
+    """This monitor code and interpreter, as one line."""
+    st = os.stat(_MAIN)
+    return b"%s %d %d" % (os.path.realpath(sys.executable).encode(), st.st_size, st.st_mtime_ns)
+
+
+def request(runroot: str, cfg_path: str, errors: str, sync_w: int) -> bool:
+    """Ask a running monitor under ``runroot`` to fork the monitor for ``cfg_path``; False if none
+    would (then exec one). The asked monitor answers ``F`` before it forks: no answer (it was exiting,
+    or died) means no sibling, and one that dies between its answer and the fork leaves the sync pipe
+    without a writer (EOF: the start fails, rather than two monitors for one container)."""
+    base = os.path.join(runroot, "c")
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return False
+    body = b"F" + b"\0".join([os.fsencode(cfg_path), os.fsencode(errors), token()])
+    tried = 0
+    for name in names:
+        if tried == 3:
+            break
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        try:
+            s.settimeout(1.0)  # a full backlog: try another
+            s.connect(os.path.join(base, name, "attach"))
+        except OSError:
+            s.close()
+            continue
+        tried += 1
+        try:
+            s.sendmsg([body], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, sync_w.to_bytes(4, sys.byteorder))])
+        except OSError:
+            s.close()
+            continue  # not sent: nothing was forked
+        try:
+            s.settimeout(None)  # it answers between two events of its loop
+            reply = s.recv(16)
+        except OSError:
+            reply = b""
+        finally:
+            s.close()
+        if reply == b"F":
+            return True
+    return False
+
+
+def accepts(body: bytes, own_cfg: str) -> tuple[str, str] | None:
+    """(config path, stderr path) of a request this monitor can fork for, else None."""
+    parts = body.split(b"\0")
+    if len(parts) != 3 or parts[2] != TOKEN:
+        return None
+    cfg_path, errors = os.fsdecode(parts[0]), os.fsdecode(parts[1])
+    if len(cfg_path) != len(own_cfg) or os.path.basename(cfg_path) != os.path.basename(own_cfg):
+        return None  # the command line could not name it
+    return cfg_path, errors
+
+
+def fork(parent: object, own_cfg: str, cfg_path: str, errors: str, sync_fd: int) -> int:
+    """In the asked monitor: fork the new one; returns the pid of the intermediate child (reap it)."""
+    import _signal  # type: ignore[import-not-found,unused-ignore]
+
+    from pallet.linux import syscalls  # ctypes: loaded once in the parent, shared by its siblings
+
+    sc = syscalls.default()
+    gc.freeze()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.setsid()
+        if os.fork() > 0:
+            os._exit(0)
+        _KEEP.append(parent)
+        _signal.set_wakeup_fd(-1)
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+        sc.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+        null = os.open(os.devnull, os.O_RDWR)
+        err = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        for target, fd in ((0, null), (1, null), (2, err), (3, sync_fd)):
+            if fd != target:  # the pipe came in as fd 3 where the parent had closed its own sync pipe
+                os.dup2(fd, target, inheritable=target < 3)
+        os.set_inheritable(3, False)
+        os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+        os.chdir("/")
+        _retitle(own_cfg, cfg_path)
+        from pallet.engine.monitor.main import run
+
+        code = run(cfg_path, 3)
+    except BaseException:  # noqa: BLE001 - only os._exit may leave: never return into the parent's loop
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _retitle(old: str, new: str) -> None:
+    """Rewrite ``old`` to ``new`` (same length) in this process's command line (argv memory)."""
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    arg_start = int(fields[45])  # field 48 of proc(5), counted from field 3 (after the comm)
+    with open("/proc/self/cmdline", "rb") as f:
+        cmdline = f.read()
+    at = cmdline.find(os.fsencode(old) + b"\0")
+    if at < 0:
+        return
+    with open("/proc/self/mem", "r+b", buffering=0) as mem:
+        mem.seek(arg_start + at)
+        mem.write(os.fsencode(new))
+
+
+TOKEN = token()  # when this monitor started: what it runs, whatever is on disk later
