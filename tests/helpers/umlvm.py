@@ -1,4 +1,4 @@
-"""Run pytest inside a user-mode Linux kernel that has a pure cgroup v2 hierarchy.
+"""Run a command (pytest, a benchmark) inside a user-mode Linux kernel that has a pure cgroup v2 hierarchy.
 
 This VM's own cgroups are v1 (hybrid), while most users run pure v2. Debian's `user-mode-linux`
 package is a Linux kernel that runs as an ordinary process (no KVM): it boots in about two seconds
@@ -26,7 +26,7 @@ UML = "linux.uml"
 MODULES = Path("/usr/lib/uml/modules")
 
 # the guest's PID 1: a world for the runtime (proc, sys, cgroup2, devpts, shm, /run, loop devices),
-# then pytest, then power off (returning from init would panic the guest kernel)
+# then the command, then power off (returning from init would panic the guest kernel)
 INIT = """#!/bin/sh
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
 export PALLET_IN_UML=1
@@ -39,11 +39,17 @@ ln -sf pts/ptmx /dev/ptmx
 mount -t tmpfs -o mode=1777 shm /dev/shm
 mount -t mqueue mqueue /dev/mqueue
 mount -t tmpfs -o mode=755 run /run
-for m in {modules}; do insmod "$m" 2>/dev/null; done
+# Debian ships the guest's modules outside /lib/modules: the kernel's modprobe helper points there
+mkdir -p /run/modroot/lib/modules && ln -s {modules}/$(uname -r) /run/modroot/lib/modules/
+printf '#!/bin/sh\nexec /sbin/modprobe -d /run/modroot "$@"\n' > /run/modprobe && chmod 755 /run/modprobe
+echo /run/modprobe > /proc/sys/kernel/modprobe
+for m in loop overlay veth bridge; do /run/modprobe $m 2>/dev/null; done
+# Debian's guest kernel has no nf_tables for ip: the guest (only) runs the legacy iptables instead
+mount --bind /usr/sbin/xtables-legacy-multi /usr/sbin/xtables-nft-multi
 ip link set lo up 2>/dev/null
 cd {repo}
 {{ echo "cgroup.controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"; uname -r; }} > {out}/guest.txt
-{pytest} > {out}/pytest.log 2>&1
+{command} > {out}/{log} 2>&1
 echo $? > {out}/rc
 sync
 echo o > /proc/sysrq-trigger
@@ -82,37 +88,43 @@ def _outcomes(junit: Path) -> dict[str, str]:
     return out
 
 
-def run_pytest(
-    repo: Path, python: str, args: list[str], out: Path, *, mem: str = "1536M", timeout: float = 900
-) -> GuestRun:
-    """Boot the guest, run ``python -m pytest ARGS`` in ``repo`` there, results into ``out``."""
+@dataclass
+class GuestCommand:
+    rc: int | None  # None: the guest did not get to write the command's exit status
+    log: str  # the command's stdout and stderr
+    guest: str  # the guest's cgroup2 controllers and kernel release
+    console: str
+
+
+def run_command(
+    repo: Path,
+    argv: list[str],
+    out: Path,
+    *,
+    log: str = "output.log",
+    mem: str = "1536M",
+    timeout: float = 900,
+) -> GuestCommand:
+    """Boot the guest, run ``argv`` in ``repo`` there (stdout and stderr into ``out/log``), power off."""
     out.mkdir(parents=True, exist_ok=True)
-    junit = out / "junit.xml"
-    pytest = [python, "-m", "pytest", "-p", "no:cacheprovider", "--basetemp", str(out / "basetemp"),
-              "--junitxml", str(junit), *args]  # fmt: skip
-    modules = sorted(
-        str(p)
-        for name in ("drivers/block/loop.ko", "fs/overlayfs/overlay.ko")
-        for p in MODULES.glob(f"*/kernel/{name}")
-    )
     init = out / "init.sh"
     init.write_text(
         INIT.format(
-            modules=" ".join(shlex.quote(m) for m in modules),
+            modules=shlex.quote(str(MODULES)),
             repo=shlex.quote(str(repo)),
             out=shlex.quote(str(out)),
-            pytest=shlex.join(pytest),
+            command=shlex.join(argv),
+            log=shlex.quote(log),
         )
     )
     init.chmod(0o755)
-    argv = [UML, f"mem={mem}", "rootfstype=hostfs", "rootflags=/", "rw", f"init={init}",
-            "con=null", "con0=null,fd:1", "quiet"]  # fmt: skip
-    # the guest's memory is a file in TMPDIR; its console goes to a file, not a pipe we must drain
+    kernel_argv = [UML, f"mem={mem}", "rootfstype=hostfs", "rootflags=/", "rw", f"init={init}",
+                   "con=null", "con0=null,fd:1", "quiet"]  # fmt: skip
     # the guest's memory is a file in TMPDIR; its console goes to a file, not a pipe we must drain.
     # UML runs each guest address space as a host process: a session of its own lets a timeout kill all
     with open(out / "console.txt", "wb") as console:
-        kernel = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                                  cwd=out, start_new_session=True)  # fmt: skip
+        kernel = subprocess.Popen(kernel_argv, stdin=subprocess.DEVNULL, stdout=console,
+                                  stderr=subprocess.STDOUT, cwd=out, start_new_session=True)  # fmt: skip
         try:
             kernel.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -124,10 +136,20 @@ def run_pytest(
                 pass
             kernel.wait()
     rc_file = out / "rc"
-    return GuestRun(
+    return GuestCommand(
         rc=int(rc_file.read_text()) if rc_file.exists() else None,
-        log=(out / "pytest.log").read_text(errors="replace") if (out / "pytest.log").exists() else "",
+        log=(out / log).read_text(errors="replace") if (out / log).exists() else "",
         guest=(out / "guest.txt").read_text() if (out / "guest.txt").exists() else "",
         console=(out / "console.txt").read_text(errors="replace"),
-        outcomes=_outcomes(junit),
     )
+
+
+def run_pytest(
+    repo: Path, python: str, args: list[str], out: Path, *, mem: str = "1536M", timeout: float = 900
+) -> GuestRun:
+    """Boot the guest, run ``python -m pytest ARGS`` in ``repo`` there, results into ``out``."""
+    junit = out / "junit.xml"
+    pytest = [python, "-m", "pytest", "-p", "no:cacheprovider", "--basetemp", str(out / "basetemp"),
+              "--junitxml", str(junit), *args]  # fmt: skip
+    run = run_command(repo, pytest, out, log="pytest.log", mem=mem, timeout=timeout)
+    return GuestRun(rc=run.rc, log=run.log, guest=run.guest, console=run.console, outcomes=_outcomes(junit))
