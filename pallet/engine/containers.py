@@ -337,7 +337,7 @@ class Engine:
                 "image": str(cfg.get("Image", "")),
             }
             _atomic_write(d / "monitor.cfg", marshal.dumps(mcfg), durable=False)
-            sync = self._spawn_monitor(str(d / "monitor.cfg"), str(rdir / "monitor.err"))
+            sync = self._spawn_monitor(str(d / "monitor.cfg"), str(rdir / "monitor.err"), mcfg)
             line = _readline(sync)
             if not line.startswith("created "):
                 os.close(sync)
@@ -369,12 +369,13 @@ class Engine:
         if line != "started":
             self._start_failed(rec, line)
 
-    def _spawn_monitor(self, cfg_path: str, errors: str) -> int:
+    def _spawn_monitor(self, cfg_path: str, errors: str, mcfg: dict[str, Any]) -> int:
         """A running monitor under our runroot forks the new one (monitor/sibling.py: the monitors
         share their pages); else fork, setsid, fork (conmon's detach: the monitor is no child of ours
         and leads no terminal), make it a child subreaper — kept across execve — and exec the monitor
-        under ``python -S``. Returns the read end of its sync pipe. Between fork and exec: syscalls only."""
-        from pallet.engine.monitor import sibling
+        under ``python -S``, its first create already started (inproc.Early) where it can be. Returns the
+        read end of its sync pipe. Between fork and exec: syscalls only, and Early's fork."""
+        from pallet.engine.monitor import inproc, sibling
         from pallet.linux import syscalls
 
         r, w = os.pipe()
@@ -382,6 +383,9 @@ class Engine:
             os.close(w)
             return r
         sc = syscalls.default()
+        threading = sys.modules.get("threading")
+        single = threading is None or threading.active_count() == 1  # never fork the API service
+        early = inproc.Early(mcfg) if single and mcfg["runtime_root"] and not mcfg["tty"] else None
         os.set_inheritable(w, True)
         argv = [sys.executable, "-S", "-c", _MONITOR_BOOT, "pallet-monitor", cfg_path, str(w)]
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -393,6 +397,8 @@ class Engine:
                 if os.fork() > 0:
                     os._exit(0)
                 sc.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+                if early is not None:
+                    argv.append(early.fork())
                 os.dup2(null, 0)
                 os.dup2(null, 1)
                 os.dup2(err, 2)
@@ -402,6 +408,8 @@ class Engine:
         os.close(w)
         os.close(null)
         os.close(err)
+        if early is not None:
+            early.close()  # the monitor reads create's result to EOF: our copies must go first
         os.waitpid(pid, 0)  # the first child exits at once
         return r
 

@@ -108,9 +108,11 @@ def _recv_fd(conn: _socket.socket) -> int:
 
 
 class Monitor:
-    def __init__(self, cfg: dict[str, Any], sync_fd: int, cfg_path: str = "") -> None:
+    def __init__(self, cfg: dict[str, Any], sync_fd: int, cfg_path: str = "", early: str = "") -> None:
         self.cfg = cfg
         self.cfg_path = cfg_path
+        # the engine's inproc.Early: the first create, started before this monitor was exec'd
+        self.early = [int(x) for x in early.split(",")] if early else None
         self.cid: str = cfg["id"]
         self.sync_fd: int | None = sync_fd
         self.ep = select.epoll()
@@ -309,7 +311,7 @@ class Monitor:
         """``runtime create`` with fresh stdio; returns an error message or None."""
         cfg = self.cfg
         for path in (cfg["pid_file"], cfg["runtime_log"]):
-            if os.path.exists(path):
+            if os.path.exists(path) and self.early is None:
                 os.unlink(path)
         args = ["create", "--bundle", cfg["bundle"], "--pid-file", cfg["pid_file"]]
         if cfg["tty"]:
@@ -323,15 +325,25 @@ class Monitor:
         return None
 
     def _create_pipes(self, args: list[str]) -> str | None:
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        if self.cfg["stdin"]:
-            in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        if self.early is not None:  # started by the engine: adopt its child and our ends of its pipes
+            pid, result_r, go_w, out_r, err_r, in_w = self.early
+            self.early = None
+            for fd in (result_r, go_w, out_r, err_r, in_w):
+                if fd >= 0:
+                    os.set_inheritable(fd, False)
+            self.starter = (pid, result_r, go_w)
+            code = self.verb_code(pid)
+            msg = self.runtime_error() if code != 0 else ""
         else:
-            in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
-        code, msg = self.runtime(*args, self.cid, stdio=(in_r, out_w, err_w), then_start=True)
-        for fd in (in_r, out_w, err_w):
-            os.close(fd)
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            if self.cfg["stdin"]:
+                in_r, in_w = os.pipe2(os.O_CLOEXEC)
+            else:
+                in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
+            code, msg = self.runtime(*args, self.cid, stdio=(in_r, out_w, err_w), then_start=True)
+            for fd in (in_r, out_w, err_w):
+                os.close(fd)
         if code != 0:
             for fd in (out_r, err_r, in_w):
                 if fd >= 0:
@@ -830,19 +842,21 @@ class Monitor:
 def main(argv: list[str] | None = None) -> int:
     """Run as ``pallet-monitor CONFIG SYNC_FD`` by the engine, already detached and a subreaper."""
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: pallet-monitor CONFIG SYNC_FD (started by pallet, not by hand)", file=sys.stderr)
+    if len(argv) not in (2, 3):
+        print(
+            "usage: pallet-monitor CONFIG SYNC_FD [EARLY] (started by pallet, not by hand)", file=sys.stderr
+        )
         return 2
     sync_fd = int(argv[1])
     os.set_inheritable(sync_fd, False)  # inherited across our exec only: not into the runtime or container
-    return run(argv[0], sync_fd)
+    return run(argv[0], sync_fd, argv[2] if len(argv) == 3 else "")
 
 
-def run(cfg_path: str, sync_fd: int) -> int:
+def run(cfg_path: str, sync_fd: int, early: str = "") -> int:
     """One container's monitor, to its end (exec'd by the engine, or forked by a sibling)."""
     with open(cfg_path, "rb") as f:
         cfg = marshal.load(f)
-    mon = Monitor(cfg, sync_fd, cfg_path)
+    mon = Monitor(cfg, sync_fd, cfg_path, early)
     try:
         mon.listen()
         err = mon.create()
