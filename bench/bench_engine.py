@@ -2,6 +2,10 @@
 (a private containerd + dockerd), then the memory each keeps per idle container: PSS of pallet-monitor
 against podman's conmon and docker's containerd-shim-runc-v2, with N containers running `sleep`.
 
+pallet is timed three more ways: with a container running under another root (each run's monitor is
+then forked from that container's, monitor/sibling.py, rather than exec'd), with pallet-runtime named
+by its path (exec'd for every verb: the path before the in-process fast path) and with runc.
+
 Rounds are interleaved (each round runs every engine once, in a rotating order), so a busy neighbour
 hits all alike. Every engine gets the same busybox rootfs (imported), `--network none`, its own roots
 under one /tmp/pallet-t<hex>-engine-bench directory, which is removed at the end.
@@ -174,6 +178,12 @@ def main() -> int:
             "pallet --runtime <pallet-runtime path>", [*pallet.argv], "busybox", pallet.monitor
         )
         pallet_exec.run_true = lambda extra=("--runtime", binary): Engine.run_true(pallet_exec, extra)  # type: ignore[method-assign]
+        # a second pallet root with one container running all along: each run's monitor is then forked
+        # from that container's (monitor/sibling.py) instead of exec'd
+        warm = Engine("pallet, a container running", [PALLET, "--root", f"{d}/pallet-w", "--runroot",
+                      f"{d}/pallet-w-run"], "busybox", ("pallet-monitor", f"{d}/pallet-w/"))  # fmt: skip
+        warm("import", str(tar), "busybox")
+        warm("run", "-d", "--network", "none", "busybox", "sleep", "3600")
         conf = d / "containers.conf"
         # this VM: podman's default RLIMIT_NOFILE cannot be set (see tests/compat/test_podman.py); no systemd
         conf.write_text(
@@ -183,7 +193,7 @@ def main() -> int:
                                    "--storage-driver", "overlay", "--runtime", "runc"], "localhost/busybox",
                         ("conmon", str(d)), dict(os.environ, CONTAINERS_CONF=str(conf)))  # fmt: skip
         podman("import", str(tar), "busybox")
-        engines = [pallet, pallet_exec, pallet_runc, podman]
+        engines = [pallet, warm, pallet_exec, pallet_runc, podman]
         with (
             docker_engine(d / f"dk{uuid.uuid4().hex[:8]}", tar)
             if not args.no_docker and shutil.which("dockerd")
@@ -204,8 +214,9 @@ def main() -> int:
             print(f"\n## memory per idle container ({args.idle} containers running `sleep`)\n")
             print("| engine | process per container | PSS KiB per container | processes found |")
             print("|---|---|---:|---:|", flush=True)
+            warm("rm", "-f", *warm("ps", "-aq").stdout.split())
             for e in engines:
-                if e in (pallet_runc, pallet_exec):
+                if e in (pallet_runc, pallet_exec, warm):
                     continue
                 kib, count = idle_memory(e, args.idle)
                 proc = {"pallet": "pallet-monitor", "podman": "conmon", "docker": "containerd-shim-runc-v2"}[
