@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from bench.runtime_run import machine, make_bundle, run_once, runtime_paths, versions  # noqa: E402
 from pallet.engine.spec import DEVICE_RULES  # noqa: E402
 from pallet.runtime.cgroups import is_v2, open_manager  # noqa: E402
-from tests.helpers.hostquirks import UNIFIED_CONTROLLERS, hugetlb_off_cgroup2  # noqa: E402
+from tests.helpers.hostquirks import hugetlb_off_cgroup2  # noqa: E402
 from tests.helpers.rootfs import busybox_available  # noqa: E402
 
 MiB = 1 << 20
@@ -238,26 +238,6 @@ def report_manager(m: dict[str, dict[str, list[float]]], rounds: int) -> list[st
     return lines
 
 
-def hugetlb_back(d: Path) -> None:
-    """Give hugetlb back to cgroup2 when hostquirks' umount did not: a child cgroup still dying at the
-    umount (the runtimes remove theirs just before) keeps the kernel from freeing the hierarchy, and an
-    unmounted v1 hierarchy that is not freed holds its controller for good. Mounted again it is
-    childless, and its umount frees it."""
-    mnt = d / "hugetlb-again" / "hugetlb"
-    mnt.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(mnt)], check=True)
-    time.sleep(1)  # let the dying children go
-    subprocess.run(["umount", str(mnt)], check=True)
-    deadline = time.monotonic() + 10
-    while "hugetlb" not in UNIFIED_CONTROLLERS.read_text().split():
-        if time.monotonic() > deadline:
-            raise SystemExit(
-                "hugetlb is still off cgroup2: mount -t cgroup -o hugetlb it again, then umount it"
-            )
-        time.sleep(0.05)
-    print("- (hugetlb needed a second umount to return to cgroup2)", file=sys.stderr)
-
-
 def cgroup_mode() -> str:
     if is_v2():
         controllers = Path("/sys/fs/cgroup/cgroup.controllers").read_text().strip()
@@ -281,13 +261,8 @@ def bench_here(args: argparse.Namespace) -> None:
         print()
         # crun refuses a hybrid host while hugetlb sits on cgroup2: move it for the run, then back
         quirk = "crun" in found and not is_v2()
-        try:
-            with hugetlb_off_cgroup2(d) if quirk else contextlib.nullcontext():
-                samples, failed = bench_runs(found, args.rounds, d, resources)
-        except RuntimeError as e:
-            if "hugetlb did not return" not in str(e):
-                raise
-            hugetlb_back(d)
+        with hugetlb_off_cgroup2(d) if quirk else contextlib.nullcontext():
+            samples, failed = bench_runs(found, args.rounds, d, resources)
         print("\n".join(report_runs(samples, {**skipped, **failed}, args.rounds)))
         print()
         print("\n".join(report_manager(bench_manager(args.rounds, manager_sets(resources)), args.rounds)))

@@ -578,10 +578,19 @@ class Engine:
         return header, rows
 
     def stats(self, ref: str) -> dict[str, Any]:
+        """The container's cgroup accounting, read by us whatever the runtime (crun has no
+        ``events``), as containerd does: its cgroupsPath is absolute, so any process finds it."""
+        from pallet.runtime.cgroups import CgroupError, open_manager
+
         rec = self._running(ref)
-        out = self._runtime(rec, "events", "--stats", rec.id)
-        data: dict[str, Any] = json.loads(out)
-        return dict(data.get("data", data))
+        linux = json.loads((self.cdir(rec.id) / "config.json").read_text()).get("linux") or {}
+        try:
+            mgr = open_manager(linux.get("cgroupsPath"), rec.id)
+            if not mgr.exists():
+                raise FailedPrecondition(f"container {rec.name}: stats: its cgroup is gone")
+            return mgr.stats()
+        except CgroupError as e:
+            raise FailedPrecondition(f"container {rec.name}: stats: {e}") from e
 
     def update(self, ref: str, flags: list[str], host: dict[str, Any]) -> Record:
         rec = self.get(ref)

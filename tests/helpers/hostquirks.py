@@ -26,13 +26,23 @@ def hugetlb_off_cgroup2(workdir: Path) -> Iterator[None]:
         yield
     finally:
         if on_cgroup2:
-            for sub in sorted((p for p in mnt.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                sub.rmdir()
-            subprocess.run(["umount", str(mnt)], check=True)
-            deadline = time.monotonic() + 10
-            while "hugetlb" not in UNIFIED_CONTROLLERS.read_text().split():
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        "hugetlb did not return to cgroup2 after its v1 hierarchy was unmounted"
-                    )
-                time.sleep(0.05)
+            _move_hugetlb_back(mnt)
+
+
+def _move_hugetlb_back(mnt: Path) -> None:
+    """Unmount the v1 hierarchy once it is empty. The kernel keeps a v1 hierarchy alive past its last
+    umount while a child cgroup is still dying (a container's, just removed); it lets go only at a
+    later umount: mount it again and retry until hugetlb is back on cgroup2."""
+    deadline = time.monotonic() + 20
+    while True:
+        for sub in sorted((p for p in mnt.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            sub.rmdir()
+        subprocess.run(["umount", str(mnt)], check=True)
+        settle = time.monotonic() + 0.5
+        while time.monotonic() < settle:
+            if "hugetlb" in UNIFIED_CONTROLLERS.read_text().split():
+                return
+            time.sleep(0.05)
+        if time.monotonic() > deadline:
+            raise RuntimeError("hugetlb did not return to cgroup2 after its v1 hierarchy was unmounted")
+        subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(mnt)], check=True)

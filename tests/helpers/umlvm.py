@@ -47,6 +47,10 @@ for m in loop overlay veth bridge; do /run/modprobe $m 2>/dev/null; done
 # Debian's guest kernel has no nf_tables for ip: the guest (only) runs the legacy iptables instead
 mount --bind /usr/sbin/xtables-legacy-multi /usr/sbin/xtables-nft-multi
 ip link set lo up 2>/dev/null
+# /tmp on tmpfs (overlayfs cannot use hostfs as its upper layer), with the checkout and the result
+# dir bound back in where they live under the host's /tmp
+mkdir -p /run/host-tmp && mount --bind /tmp /run/host-tmp && mount -t tmpfs -o mode=1777 tmp /tmp
+for d in {keep}; do mkdir -p "$d" && mount --bind "/run/host-tmp/${{d#/tmp/}}" "$d"; done
 cd {repo}
 {{ echo "cgroup.controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"; uname -r; }} > {out}/guest.txt
 {command} > {out}/{log} 2>&1
@@ -111,6 +115,7 @@ def run_command(
     init.write_text(
         INIT.format(
             modules=shlex.quote(str(MODULES)),
+            keep=" ".join(shlex.quote(str(d)) for d in (repo, out) if d.is_relative_to("/tmp")),
             repo=shlex.quote(str(repo)),
             out=shlex.quote(str(out)),
             command=shlex.join(argv),

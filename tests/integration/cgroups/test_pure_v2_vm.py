@@ -2,7 +2,8 @@
 
 On this hybrid host the v2 tests that need controllers skip; here they run inside a guest kernel
 whose /sys/fs/cgroup is cgroup2 with memory, cpu, io and pids, together with the runtime's resource
-tests (pallet-runtime run/update/events/pause/delete driving the v2 driver). The guest tells which
+and lifecycle tests (pallet-runtime run/update/events/pause/kill/delete driving the v2 driver) and
+the engine's (`pallet run --memory … / stats / pause / update`). The guest tells which
 tests passed; the ones named in MUST_PASS may neither fail nor skip, so a guest that quietly
 skipped everything cannot pass.
 """
@@ -25,12 +26,17 @@ LIFECYCLE = [
     "test_kill_all_signals_every_process",
     "test_pause_resume",
 ]
+ENGINE = [
+    "test_lifecycle.py::test_resources_and_update[pallet-runtime]",
+]
 GUEST_TESTS = [
     "tests/integration/cgroups/test_cgroups_v2_real.py",
     "tests/integration/cgroups/test_cgroups_v2_unified_real.py",
     "tests/integration/runtime/test_resources.py",
     # the lifecycle verbs that go through the cgroup: pause/resume, kill --all, delete (--force)
     *(f"tests/integration/runtime/test_lifecycle.py::{t}" for t in LIFECYCLE),
+    # the engine on v2: docker's resource flags, stats, pause and update
+    *(f"tests/integration/engine/{t}" for t in ENGINE),
 ]
 V2 = "tests.integration.cgroups.test_cgroups_v2_real."
 MUST_PASS = [
@@ -53,6 +59,7 @@ MUST_PASS = [
     "tests.integration.runtime.test_resources.test_pause_freezes_every_process",
     "tests.integration.runtime.test_resources.test_cpu_shares_shift_time_between_competing_containers",
     *(f"tests.integration.runtime.test_lifecycle.{t}" for t in LIFECYCLE),
+    *(f"tests.integration.engine.{t.replace('.py::', '.')}" for t in ENGINE),
 ]
 
 pytestmark = [

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pallet.runtime.cgroups.common import shares_to_weight
 from tests.helpers.pty import read_pty
 from tests.integration.engine.conftest import Pallet
 
@@ -323,10 +324,24 @@ def test_resources_and_update(any_runtime: Pallet) -> None:
     name = p.name("res")
     p.run("-d", "--name", name, "--memory", "64m", "--pids-limit", "50", "--cpus", "0.5", "--cpu-shares", "512",
           "--ulimit", "nofile=100:200", "--oom-score-adj", "300", "--shm-size", "8m", "busybox", "sleep", "60")  # fmt: skip
-    read = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.shares; ulimit -n; ulimit -Hn; cat /proc/1/oom_score_adj; df -k /dev/shm | tail -1"
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):  # pure v2: the container sees its own cgroup
+        files = "memory.max pids.max cpu.max cpu.weight"
+        # runc 1.1 converts shares to weight on a straight line; crun and pallet-runtime on crun's curve
+        weight = 1 + (512 - 2) * 9999 // 262142 if p.runtime == "runc" else shares_to_weight(512)
+        want = [str(64 << 20), "50", "50000 100000", str(weight)]
+    else:
+        files = "memory/memory.limit_in_bytes pids/pids.max cpu/cpu.cfs_quota_us cpu/cpu.shares"
+        want = [str(64 << 20), "50", "50000", "512"]
+    cat = " ".join(f"/sys/fs/cgroup/{f}" for f in files.split())
+    read = f"cat {cat}; ulimit -n; ulimit -Hn; cat /proc/1/oom_score_adj; df -k /dev/shm | tail -1"
     first = p("exec", name, "sh", "-c", read).stdout.split("\n")
-    assert first[:4] + first[6:7] == [str(64 * 1024 * 1024), "50", "50000", "512", "300"], first
+    assert first[:4] + first[6:7] == [*want, "300"], first
     assert first[7].split()[1] == "8192"
+    usage = p("stats", "--no-stream", "--format", "{{.MemUsage}} {{.PIDs}}", name).stdout.split()
+    assert usage[1:] == ["/", "64MiB", "1"], usage  # the cgroup's own accounting
+    p("pause", name)
+    assert p("inspect", "-f", "{{.State.Status}}", name).stdout == "paused\n"
+    p("unpause", name)
     p("update", "--memory", "128m", "--pids-limit", "60", name)
     out = p("exec", name, "sh", "-c", read).stdout.split("\n")
     assert out[:2] == [str(128 * 1024 * 1024), "60"]
