@@ -107,7 +107,14 @@ class Early:
 
     def __init__(self, mcfg: dict[str, object]) -> None:
         import pallet.engine.store  # noqa: F401 - loaded here, not after the fork
+        import pallet.runtime.cgroups.devices  # noqa: F401 - what create loads on its way (~3 ms)
         import pallet.runtime.container  # noqa: F401
+        from pallet.runtime import cgroups
+
+        if cgroups.is_v2():
+            import pallet.runtime.cgroups.v2  # noqa: F401
+        else:
+            import pallet.runtime.cgroups.v1  # noqa: F401
 
         self.root, self.log, self.db = str(mcfg["runtime_root"]), str(mcfg["runtime_log"]), str(mcfg["db"])
         pid_file = str(mcfg["pid_file"])
