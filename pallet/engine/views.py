@@ -161,7 +161,7 @@ def container_inspect(eng: Any, rec: Any) -> dict[str, Any]:
         "Running": status in ("running", "paused"),
         "Paused": status == "paused",
         "Restarting": status == "restarting",
-        "OOMKilled": False,
+        "OOMKilled": bool(st.get("OOMKilled")) and status != "running",
         "Dead": status == "dead",
         "Pid": st.get("Pid", 0) if status in ("running", "paused") else 0,
         "ExitCode": st.get("ExitCode", 0),

@@ -410,6 +410,7 @@ class Monitor:
             "Pid": self.init_pid,
             "ExitCode": 0,
             "Error": "",
+            "OOMKilled": False,
             "StartedAt": _now(),
             "MonitorPid": os.getpid(),
             "RestartCount": self.restarts,
@@ -698,6 +699,7 @@ class Monitor:
         if self.stdin_w is not None:
             os.close(self.stdin_w)
             self.stdin_w = None
+        oom = self.oom_killed()
         if self.should_restart(code) or not self.remover():
             # a foreground `run --rm` deletes it with the rest, as soon as it has the exit code
             self.runtime("delete", "--force", self.cid)
@@ -708,12 +710,28 @@ class Monitor:
             self.restarts += 1
             self.record(
                 {"Status": "restarting", "Running": False, "Restarting": True, "Pid": 0, "ExitCode": code}
-                | {"FinishedAt": _now(), "RestartCount": self.restarts}
+                | {"FinishedAt": _now(), "RestartCount": self.restarts, "OOMKilled": oom}
             )
             self.notify_exit(code)
             self.deadlines["restart"] = time.monotonic() + self.backoff
             return
-        self.finish(code)
+        self.finish(code, oom=oom)
+
+    def oom_killed(self) -> bool:
+        """Did the kernel OOM-kill a process of the container while it ran (docker's State.OOMKilled,
+        the init or any other)? Read from the cgroup's counter before the runtime's delete removes it;
+        the engine's cgroupsPath is absolute, so it is found whatever runtime made it."""
+        import json  # noqa: PLC0415 - at exit only
+
+        from pallet.runtime.cgroups import CgroupError, open_manager  # noqa: PLC0415
+
+        try:
+            with open(os.path.join(self.cfg["bundle"], "config.json"), "rb") as f:
+                path = (json.loads(f.read()).get("linux") or {}).get("cgroupsPath")
+            mgr = open_manager(path, self.cid)
+            return mgr.exists() and int(mgr.stats()["memory"].get("oom_kill", 0)) > 0
+        except (OSError, ValueError, KeyError, CgroupError):
+            return False  # no memory accounting to tell: docker says false too
 
     def should_restart(self, code: int) -> bool:
         policy = self.cfg.get("restart") or {"Name": "no"}
@@ -753,7 +771,7 @@ class Monitor:
         """Is a foreground ``run --rm`` attached, which removes the container once told the exit?"""
         return bool(self.cfg.get("auto_remove")) and any(c.remover for c in self.clients.values())
 
-    def finish(self, code: int, err: str = "") -> None:
+    def finish(self, code: int, err: str = "", oom: bool = False) -> None:
         if self.remover():
             # `run --rm` in the foreground: its CLI removes the runtime's container, the mount and the
             # record as soon as it has the exit code (as docker's CLI does); nothing to wait for here
@@ -763,6 +781,7 @@ class Monitor:
         self.record(
             {"Status": "exited", "Running": False, "Restarting": False, "Paused": False, "Pid": 0}
             | {"ExitCode": code, "FinishedAt": _now(), "MonitorPid": 0, "RestartCount": self.restarts}
+            | {"OOMKilled": oom}
             | ({"Error": err} if err else {})
             | ({"Health": self.health | {"Status": "unhealthy"}} if self.cfg.get("health") else {})
         )

@@ -28,6 +28,7 @@ LIFECYCLE = [
 ]
 ENGINE = [
     "test_lifecycle.py::test_resources_and_update[pallet-runtime]",
+    "test_lifecycle.py::test_oom_killed_is_reported[pallet-runtime]",
 ]
 GUEST_TESTS = [
     "tests/integration/cgroups/test_cgroups_v2_real.py",
@@ -35,7 +36,7 @@ GUEST_TESTS = [
     "tests/integration/runtime/test_resources.py",
     # the lifecycle verbs that go through the cgroup: pause/resume, kill --all, delete (--force)
     *(f"tests/integration/runtime/test_lifecycle.py::{t}" for t in LIFECYCLE),
-    # the engine on v2: docker's resource flags, stats, pause and update
+    # the engine on v2: docker's resource flags, stats, pause, update and OOMKilled
     *(f"tests/integration/engine/{t}" for t in ENGINE),
 ]
 V2 = "tests.integration.cgroups.test_cgroups_v2_real."

@@ -349,6 +349,20 @@ def test_resources_and_update(any_runtime: Pallet) -> None:
     assert first[4:6] == ["100", "200"], first  # exec'd processes get the container's --ulimit, as docker's
 
 
+def test_oom_killed_is_reported(any_runtime: Pallet) -> None:
+    """A hog past --memory is killed by the kernel: exit 137 and State.OOMKilled, as docker's."""
+    p = any_runtime
+    name, calm = p.name("oom"), p.name("calm")
+    # `tail` buffers a line of /dev/zero that never ends
+    r = p.run(
+        "--name", name, "--memory", "16m", "--memory-swap", "16m", "busybox", "tail", "/dev/zero", check=False
+    )
+    assert r.returncode == 137, r.stderr
+    assert p("inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}}", name).stdout == "true 137\n"
+    p.run("--name", calm, "--memory", "16m", "busybox", "sh", "-c", "sleep 30 & kill -9 $!; wait $!", check=False)
+    assert p("inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}}", calm).stdout == "false 137\n"
+
+
 def test_exec_process_is_the_containers(any_runtime: Pallet) -> None:
     """exec's process is the container's (a --process file, as docker's): its env, capabilities and
     no_new_privs, with exec's own -e, -w, -u and --privileged on top."""
