@@ -699,7 +699,8 @@ class Monitor:
         if self.stdin_w is not None:
             os.close(self.stdin_w)
             self.stdin_w = None
-        oom = self.oom_killed()
+        # a foreground `run --rm` records nothing: its CLI removes the container once told the code
+        oom = self.oom_killed() if self.should_restart(code) or not self.remover() else False
         if self.should_restart(code) or not self.remover():
             # a foreground `run --rm` deletes it with the rest, as soon as it has the exit code
             self.runtime("delete", "--force", self.cid)
@@ -720,18 +721,28 @@ class Monitor:
     def oom_killed(self) -> bool:
         """Did the kernel OOM-kill a process of the container while it ran (docker's State.OOMKilled,
         the init or any other)? Read from the cgroup's counter before the runtime's delete removes it;
-        the engine's cgroupsPath is absolute, so it is found whatever runtime made it."""
-        import json  # noqa: PLC0415 - at exit only
+        the engine's cgroupsPath is absolute, so it is found whatever runtime made it. Read in a forked
+        child (exit status 1: yes), as record() writes: json and the cgroup drivers never load in the
+        monitor, which a restart policy keeps alive (and siblings are forked from)."""
+        pid = os.fork()
+        if pid == 0:
+            killed = False
+            try:
+                import json  # noqa: PLC0415 - in the child only
 
-        from pallet.runtime.cgroups import CgroupError, open_manager  # noqa: PLC0415
+                from pallet.runtime.cgroups import CgroupError, open_manager  # noqa: PLC0415
 
-        try:
-            with open(os.path.join(self.cfg["bundle"], "config.json"), "rb") as f:
-                path = (json.loads(f.read()).get("linux") or {}).get("cgroupsPath")
-            mgr = open_manager(path, self.cid)
-            return mgr.exists() and int(mgr.stats()["memory"].get("oom_kill", 0)) > 0
-        except (OSError, ValueError, KeyError, CgroupError):
-            return False  # no memory accounting to tell: docker says false too
+                try:
+                    with open(os.path.join(self.cfg["bundle"], "config.json"), "rb") as f:
+                        path = (json.loads(f.read()).get("linux") or {}).get("cgroupsPath")
+                    mgr = open_manager(path, self.cid)
+                    killed = mgr.exists() and int(mgr.stats()["memory"].get("oom_kill", 0)) > 0
+                except (OSError, ValueError, KeyError, CgroupError):
+                    pass  # no memory accounting to tell: docker says false too
+            finally:
+                os._exit(1 if killed else 0)
+        _, status = os.waitpid(pid, 0)
+        return _code(status) == 1
 
     def should_restart(self, code: int) -> bool:
         policy = self.cfg.get("restart") or {"Name": "no"}
