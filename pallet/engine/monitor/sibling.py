@@ -4,8 +4,8 @@ private memory, most of it the interpreter's own data and the modules every moni
 
 The engine asks (``request``) the monitor of any running container under the same runroot over its
 attach socket: ``F<config path>\\0<stderr path>\\0<token>`` with the new monitor's sync pipe as
-SCM_RIGHTS. The token names this code and interpreter (path, size and mtime of main.py, the
-executable): a monitor started before an upgrade refuses (``E``) and the engine execs a fresh one, as
+SCM_RIGHTS. The token names this code and interpreter (size and mtime of each module of this package,
+the executable): a monitor started before an upgrade refuses (``E``) and the engine execs a fresh one, as
 it also does when no monitor runs. Otherwise the asked monitor forks (``fork``), answers ``F`` and
 goes on with its own container (the answer comes first, see ``request``); what it forked is on its
 own from then on:
@@ -34,13 +34,18 @@ import os
 import sys
 
 _KEEP: list[object] = []
-_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "main.py")
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def token() -> bytes:
-    """This monitor code and interpreter, as one line."""
-    st = os.stat(_MAIN)
-    return b"%s %d %d" % (os.path.realpath(sys.executable).encode(), st.st_size, st.st_mtime_ns)
+    """This monitor code (every module of the package: a sibling's children import some from disk)
+    and interpreter, as one line."""
+    parts = [os.path.realpath(sys.executable).encode()]
+    for name in sorted(os.listdir(_HERE)):
+        if name.endswith(".py"):
+            st = os.stat(os.path.join(_HERE, name))
+            parts.append(b"%s:%d:%d" % (name.encode(), st.st_size, st.st_mtime_ns))
+    return b" ".join(parts)
 
 
 def request(runroot: str, cfg_path: str, errors: str, sync_w: int) -> bool:
