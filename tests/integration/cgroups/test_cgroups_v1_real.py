@@ -411,3 +411,78 @@ def test_rootless_uses_what_is_delegated_and_skips_the_rest(token, leakcheck) ->
         m = open_manager(f"/{token}/c", "c")
         m.destroy()
         delegated.rmdir()
+
+
+def _loop_with_bfq(img: Path) -> str:
+    """A loop device doing direct I/O to its file, with BFQ as its scheduler: BFQ is what honours
+    blkio weights since CFQ left the kernel (5.0), and a new loop device has no scheduler."""
+    with open(img, "wb") as f:
+        f.truncate(256 << 20)  # sparse: reads are cheap, the device queue is the contended resource
+    dev = subprocess.run(
+        ["losetup", "--find", "--show", "--direct-io=on", str(img)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    sched = Path("/sys/block", os.path.basename(dev), "queue", "scheduler")
+    try:
+        sched.write_text("bfq")
+    except OSError:
+        subprocess.run(["losetup", "-d", dev], check=False)
+        pytest.skip("no bfq I/O scheduler in this kernel")
+    return dev
+
+
+def _read_bytes(m, major: int, minor: int) -> int:  # noqa: ANN001
+    entries = m.stats()["blkio"]["ioServiceBytesRecursive"]
+    return sum(e["value"] for e in entries if (e["major"], e["minor"], e["op"]) == (major, minor, "Read"))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/loop-control"), reason="no loop devices")
+def test_blkio_weight_shifts_io_between_two_competing_cgroups(token, leakcheck, held) -> None:
+    """QoS for I/O: two readers of one BFQ-scheduled device, blkio weight 1000 against 100. BFQ's ideal
+    is 10:1; it idles and merges, so less is seen (about 2.5:1 here), but clearly more than 1."""
+    img = Path(f"/tmp/{token}.img")
+    hi = open_manager(f"/{token}-hi", f"{token}-hi")
+    lo = open_manager(f"/{token}-lo", f"{token}-lo")
+    dev = ""
+    try:
+        dev = _loop_with_bfq(img)
+        rdev = os.stat(dev).st_rdev
+        major, minor = os.major(rdev), os.minor(rdev)
+        reader = (
+            "import os, time\n"
+            f"fd = os.open({dev!r}, os.O_RDONLY | os.O_DIRECT)\n"
+            "buf = __import__('mmap').mmap(-1, 1 << 16)\n"
+            "end = time.monotonic() + 30\n"
+            "while time.monotonic() < end:\n"
+            "    off = 0\n"
+            "    while os.preadv(fd, [buf], off) > 0 and time.monotonic() < end:\n"
+            "        off += 1 << 16\n"
+        )
+        procs = []
+        for m, weight in ((hi, 1000), (lo, 100)):
+            h = held(reader)
+            m.apply(h.pid)
+            m.set({"blockIO": {"weight": weight}})
+            procs.append(h)
+        assert read(hi, "blkio", "blkio.bfq.weight") in ("1000", "default 1000")
+        for h in procs:
+            h.release()
+        time.sleep(0.5)  # both running
+        start = [_read_bytes(m, major, minor) for m in (hi, lo)]
+        time.sleep(2.0)
+        got = [_read_bytes(m, major, minor) - s for m, s in zip((hi, lo), start, strict=True)]
+        ratio = got[0] / max(got[1], 1)
+        print(
+            f"bytes read with blkio weights 1000:100 = {got[0] >> 20} MiB:{got[1] >> 20} MiB, ratio {ratio:.2f}"
+        )
+        assert ratio > 1.5
+    finally:
+        for h in procs if dev else []:
+            h.stop()
+        hi.destroy()
+        lo.destroy()
+        if dev:
+            subprocess.run(["losetup", "-d", dev], check=False)
+        img.unlink(missing_ok=True)
