@@ -21,11 +21,27 @@ def busybox_available() -> bool:
 def make_busybox_rootfs(dest: Path) -> Path:
     """Lay out a minimal rootfs: busybox with one symlink per applet, /etc/passwd and group."""
     dest.mkdir(parents=True, exist_ok=True)
-    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root", "home", "var", "run"):
+    for d in (
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "root",
+        "home",
+        "var",
+        "run",
+    ):
         (dest / d).mkdir(parents=True, exist_ok=True)
     os.chmod(dest / "tmp", 0o1777)
     shutil.copy2(BUSYBOX, dest / "bin" / "busybox")
-    applets = subprocess.run([BUSYBOX, "--list-full"], capture_output=True, text=True, check=True).stdout.split()
+    applets = subprocess.run(
+        [BUSYBOX, "--list-full"], capture_output=True, text=True, check=True
+    ).stdout.split()
     for applet in applets:
         link = dest / applet
         if not link.exists() and not link.is_symlink():
