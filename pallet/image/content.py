@@ -8,7 +8,6 @@ is resumed by opening a writer with the same ref: it re-hashes what is there and
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -54,6 +53,8 @@ class Writer:
         self._store = store
         self.ref = ref
         self._dir = directory
+        import hashlib  # writers only: reading blobs (`pallet run`) needs no OpenSSL
+
         self._hash = hashlib.sha256()
         data = directory / "data"
         # re-hash what an earlier, interrupted writer left, then append after it
@@ -158,6 +159,8 @@ class ContentStore:
 
     def writer(self, ref: str) -> Writer:
         """A writer for ``ref`` (any caller-chosen name, e.g. the expected digest); resumes an old one."""
+        import hashlib
+
         d = self.root / "ingest" / hashlib.sha256(ref.encode()).hexdigest()
         d.mkdir(exist_ok=True)
         (d / "ref").write_text(ref)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pallet.image.layers import OPAQUE, WHITEOUT_PREFIX
+from pallet.image.whiteouts import OPAQUE, WHITEOUT_PREFIX
 
 OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque", "user.fuseoverlayfs.opaque")

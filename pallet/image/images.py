@@ -9,7 +9,6 @@ import contextlib
 import fcntl
 import os
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +16,6 @@ from pathlib import Path
 
 from pallet.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from pallet.image.content import ContentStore
-from pallet.image.layers import LayerError, apply_layer
 from pallet.image.snapshots import (
     ACTIVE,
     COMMITTED,
@@ -220,7 +218,9 @@ class Images:
             if self._exists(name):
                 parent = name
                 continue
-            key = f"extract-{uuid.uuid4().hex[:12]} {name}"
+            from pallet.image.layers import LayerError, apply_layer  # tarfile, gzip: for unpacking only
+
+            key = f"extract-{os.urandom(6).hex()} {name}"
             sn.prepare(key, parent)
             try:
                 target, whiteouts = sn.apply_dir(key)

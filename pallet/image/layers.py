@@ -20,7 +20,6 @@ upper directory, ``OCI`` keeps the ``.wh.`` files as they are (fuse-overlayfs re
 from __future__ import annotations
 
 import contextlib
-import enum
 import errno
 import gzip
 import hashlib
@@ -36,21 +35,14 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from pallet.errors import InvalidArgument
+from pallet.image.whiteouts import OPAQUE, WHITEOUT_PREFIX, Whiteouts
 from pallet.oci.digest import Digest
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE = ".wh..wh..opq"
 MAX_HEADER = 1 << 20  # longest pax / GNU long-name header we accept
 MAX_SYMLINK_HOPS = 40  # as the kernel's MAXSYMLINKS
 CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-class Whiteouts(enum.Enum):
-    DELETE = "delete"
-    OVERLAY = "overlay"
-    OCI = "oci"
 
 
 class LayerError(InvalidArgument):

@@ -6,7 +6,6 @@ names a file on disk (``blobs/<alg>/<hex>``) and anything looser would be a path
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -37,11 +36,15 @@ class Digest:
 
     @classmethod
     def of(cls, data: bytes, algorithm: str = CANONICAL) -> Digest:
+        import hashlib  # OpenSSL's libcrypto: ~1.5 ms a start, and `pallet run` hashes nothing
+
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
     @classmethod
     def of_stream(cls, stream: BinaryIO, algorithm: str = CANONICAL) -> tuple[Digest, int]:
         """Digest and byte count of everything left in ``stream``."""
+        import hashlib
+
         h = hashlib.new(algorithm)
         size = 0
         while chunk := stream.read(1 << 20):

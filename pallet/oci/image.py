@@ -7,7 +7,6 @@ the digest of the bytes it came in, so callers store the bytes and use these typ
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -341,6 +340,8 @@ def chain_ids(diff_ids: list[Digest]) -> list[Digest]:
         if not out:
             out.append(diff_id)
         else:
+            import hashlib  # only from the second layer on: a one-layer image needs no OpenSSL
+
             text = f"{out[-1]} {diff_id}".encode()
             out.append(Digest("sha256", hashlib.sha256(text).hexdigest()))
     return out

@@ -13,15 +13,17 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pallet.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from pallet.image.diff import Change
-from pallet.image.layers import Whiteouts
 from pallet.image.snapshots.meta import ACTIVE, COMMITTED, VIEW, Info, MetaStore, Usage
+from pallet.image.whiteouts import Whiteouts
+
+TYPE_CHECKING = False  # typing itself is not loaded for this: diff.py (tarfile) is for commit and diff only
+if TYPE_CHECKING:
+    from pallet.image.diff import Change
 
 __all__ = ["ACTIVE", "COMMITTED", "VIEW", "Info", "Mount", "Snapshotter", "Usage", "open_snapshotter"]
 
@@ -147,7 +149,7 @@ class Snapshotter:
     def _create(self, key: str, parent: str, kind: str, labels: dict[str, str]) -> list[Mount]:
         # build the directory under a temporary name first: a failure leaves no row and no directory
         self._check_new(key, parent)  # early, so a native copy is not made for nothing
-        tmp = self.root / "snapshots" / f"new-{uuid.uuid4().hex[:12]}"
+        tmp = self.root / "snapshots" / f"new-{os.urandom(6).hex()}"
         (tmp / "fs").mkdir(parents=True)
         try:
             parent_ids = self.meta.ids(parent) if parent else []
@@ -190,18 +192,15 @@ class Snapshotter:
 
 def open_snapshotter(name: str, root: Path) -> Snapshotter:
     """The snapshotter called ``name``, keeping its state under ``root/<name>``."""
-    from pallet.image.snapshots.fuse import FuseOverlaySnapshotter
-    from pallet.image.snapshots.native import NativeSnapshotter
-    from pallet.image.snapshots.overlay import OverlaySnapshotter
-
-    kinds: dict[str, type[Snapshotter]] = {
-        "overlay": OverlaySnapshotter,
-        "overlayfs": OverlaySnapshotter,
-        "native": NativeSnapshotter,
-        "fuse-overlayfs": FuseOverlaySnapshotter,
-    }
-    cls = kinds.get(name)
-    if cls is None:
+    # only the one asked for is imported: native's (subprocess, diff.py) is not on overlay's way
+    cls: type[Snapshotter]
+    if name in ("overlay", "overlayfs"):
+        from pallet.image.snapshots.overlay import OverlaySnapshotter as cls
+    elif name == "native":
+        from pallet.image.snapshots.native import NativeSnapshotter as cls
+    elif name == "fuse-overlayfs":
+        from pallet.image.snapshots.fuse import FuseOverlaySnapshotter as cls
+    else:
         raise InvalidArgument(f'unknown snapshotter "{name}" (have overlay, native, fuse-overlayfs)')
     return cls(Path(root) / cls.name)
 

@@ -6,8 +6,8 @@ fuse-overlayfs reads, because an unprivileged user cannot make 0/0 devices or tr
 
 from __future__ import annotations
 
-from pallet.image.layers import Whiteouts
 from pallet.image.snapshots.overlay import OverlaySnapshotter
+from pallet.image.whiteouts import Whiteouts
 
 
 class FuseOverlaySnapshotter(OverlaySnapshotter):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from pallet.errors import Internal
 from pallet.image.diff import Change, dir_changes
-from pallet.image.layers import Whiteouts
 from pallet.image.snapshots import VIEW, Mount, Snapshotter
+from pallet.image.whiteouts import Whiteouts
 
 
 class NativeSnapshotter(Snapshotter):

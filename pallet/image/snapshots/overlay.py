@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pallet.image.diff import Change, overlay_changes
-from pallet.image.layers import Whiteouts
 from pallet.image.snapshots import ACTIVE, VIEW, Mount, Snapshotter
+from pallet.image.whiteouts import Whiteouts
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pallet.image.diff import Change
 
 # overlayfs refuses more lower layers than this (OVL_MAX_STACK in fs/overlayfs/params.h)
 MAX_LOWERS = 500
@@ -42,5 +45,7 @@ class OverlaySnapshotter(Snapshotter):
         return [Mount(self.mount_type, "overlay", opts + self._extra_options())]
 
     def changes(self, key: str) -> tuple[Path, list[Change]]:
+        from pallet.image.diff import overlay_changes  # tarfile: for commit and diff only
+
         ids = self.meta.ids(key)
         return self._fs(ids[0]), overlay_changes(self._fs(ids[0]), [self._fs(p) for p in ids[1:]])
