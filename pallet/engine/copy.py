@@ -15,13 +15,16 @@ namespace of the child's own, gone with it (docker mounts them for cp too).
 from __future__ import annotations
 
 import os
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pallet.errors import FailedPrecondition, InvalidArgument, NotFound
 from pallet.linux import syscalls
+
+TYPE_CHECKING = False  # tarfile is for cp only: `run` loads this module for resolve_in
+if TYPE_CHECKING:
+    import tarfile
 
 _MISSING, _NO_PARENT, _FAILED = 2, 3, 4
 
@@ -182,6 +185,8 @@ def copy_out(side: Where, inner: str, local: Path) -> None:
     if not local.parent.is_dir():
         raise NotFound(f"destination directory {local.parent} does not exist")
     into = local.is_dir() and not local.is_symlink()
+    import tarfile  # before the fork: in the child, nothing clever
+
     r, w = os.pipe()
 
     def work() -> int:
@@ -215,6 +220,8 @@ def copy_in(side: Where, local: Path, inner: str) -> None:
     """local → container:inner (into it if it is a directory there, else as that name)."""
     if not local.exists() and not local.is_symlink():
         raise NotFound(f"could not find the file {local} in the local filesystem")
+    import tarfile  # before the fork: in the child, nothing clever
+
     r, w = os.pipe()
 
     def work() -> int:

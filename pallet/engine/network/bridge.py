@@ -12,8 +12,6 @@ Every rule carries a comment naming the network, so leftovers can be found by na
 
 from __future__ import annotations
 
-import subprocess
-
 from pallet.errors import FailedPrecondition
 
 PREFIX = "pl-"
@@ -24,6 +22,8 @@ def chain(nid: str) -> str:
 
 
 def _run(args: list[str], input: str | None = None, check: bool = True) -> str:
+    import subprocess  # user networks only: `run --network none` never loads it
+
     p = subprocess.run(args, input=input, capture_output=True, text=True)
     if check and p.returncode != 0:
         raise FailedPrecondition(f"{args[0]}: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
@@ -31,6 +31,8 @@ def _run(args: list[str], input: str | None = None, check: bool = True) -> str:
 
 
 def link_exists(name: str) -> bool:
+    import subprocess
+
     return subprocess.run(["ip", "link", "show", "dev", name], capture_output=True).returncode == 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,8 @@ def _exec(command: str, conf: dict[str, Any], cid: str, netns: str, ifname: str)
         "CNI_IFNAME": ifname,
         "CNI_PATH": CNI_PATH,
     }
+    import subprocess  # user networks only: `run --network none` never loads it
+
     p = subprocess.run([_find(plugin)], input=json.dumps(conf).encode(), env=env, capture_output=True)
     out = p.stdout.decode(errors="replace")
     if p.returncode != 0:
