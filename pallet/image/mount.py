@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import resource
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +81,8 @@ def _mount_overlay(m: Mount, target: str) -> None:
 
 def _mount_fuse(m: Mount, target: str) -> None:
     _, data = _flags(m.options)
+    import subprocess  # fuse-overlayfs only: overlay and bind mounts are syscalls
+
     r = subprocess.run(["fuse-overlayfs", "-o", ",".join(data), target], capture_output=True, text=True)
     if r.returncode != 0:
         raise Internal(f"fuse-overlayfs on {target}: {r.stderr.strip() or 'failed'}")
