@@ -762,9 +762,12 @@ def parse_size(text: str, flag: str) -> int:
 def _release_default_cgroup_parent() -> None:
     """The runtime removes a container's own cgroup; the engine's /pallet parent goes with the last one
     (rmdir fails harmlessly while another container still has a cgroup below it)."""
-    import glob
-
-    for d in glob.glob("/sys/fs/cgroup/*/pallet") + glob.glob("/sys/fs/cgroup/pallet"):
+    root = "/sys/fs/cgroup"
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for d in [os.path.join(root, n, "pallet") for n in sorted(names)] + [os.path.join(root, "pallet")]:
         try:
             os.rmdir(d)
         except OSError:

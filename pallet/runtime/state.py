@@ -156,7 +156,9 @@ class StateDir:
         # rename makes the update atomic for concurrent readers; no fsync: runtime state describes
         # processes, and after a power loss there are none left to describe (runc does the same)
         with os.fdopen(fd, "w") as f:
-            json.dump(st.to_dict(), f)
+            # dumps, not dump: json.dump encodes in Python (only dumps uses the C encoder), ~0.3 ms
+            # of the ~12 KB state, saved four times by a create and start; the text is the same
+            f.write(json.dumps(st.to_dict()))
         os.rename(tmp, os.path.join(self.path, "state.json"))
 
     def remove(self) -> None:
