@@ -9,6 +9,7 @@ namespace. Each request gets its own ``Engine`` (SQLite connections belong to on
 
 from __future__ import annotations
 
+import _socket
 import json
 import os
 import re
@@ -556,9 +557,9 @@ class Pending:
     def __init__(self, stdin: bool) -> None:
         self.stdin = stdin
         self.ready = threading.Event()
-        self.sock: socket.socket | None = None
+        self.sock: _socket.socket | None = None  # attach.Conn
         self.error = ""
 
-    def give(self, sock: socket.socket | None, error: str = "") -> None:
+    def give(self, sock: _socket.socket | None, error: str = "") -> None:
         self.sock, self.error = sock, error
         self.ready.set()

@@ -8,6 +8,7 @@ with a tty, the pty master the runtime sends over a console socket.
 
 from __future__ import annotations
 
+import _socket
 import json
 import os
 import secrets
@@ -105,7 +106,7 @@ def attach(req: Request) -> None:
         raise HTTPError(501, "attach with logs=1 and stream=0: use GET /containers/{id}/logs")
     st = eng.status(rec)
     pending: Pending | None = None
-    sock: socket.socket | None = None
+    sock: _socket.socket | None = None  # attach.Conn
     if st in ("running", "paused", "restarting"):
         sock = monitor.connect(eng.sock(rec.id), b"a%d" % stdin)
     elif st == "created" or st == "exited":
@@ -152,7 +153,7 @@ def _close(conn: socket.socket) -> None:
 
 
 def _pump_attach(
-    conn: socket.socket, mon: socket.socket, stdin: bool, tty: bool, want: dict[int, bool]
+    conn: socket.socket, mon: _socket.socket, stdin: bool, tty: bool, want: dict[int, bool]
 ) -> None:
     sel = selectors.DefaultSelector()
     sel.register(mon, selectors.EVENT_READ, "monitor")

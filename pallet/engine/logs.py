@@ -6,7 +6,6 @@ so what is read from the files and what comes from the socket neither overlap no
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,7 @@ def follow(
     return list(read(path, int(first[1:]))), _stream(s)
 
 
-def _stream(s: socket.socket) -> Iterator[dict[str, Any]]:
+def _stream(s: attach.Conn) -> Iterator[dict[str, Any]]:
     with s:
         while True:
             msg = s.recv(65536)
