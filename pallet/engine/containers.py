@@ -667,12 +667,15 @@ class Engine:
 
 
 def _readline(fd: int) -> str:
-    buf = b""
+    """One line of the monitor's sync pipe. A byte at a time: its next line ("started" after
+    "created N") may already be in the pipe, and must be left there for the next call (a chunked
+    read swallowed it, and the CLI took a started container for one whose monitor died)."""
+    buf = bytearray()
     while not buf.endswith(b"\n"):
-        chunk = os.read(fd, 4096)
-        if not chunk:
+        b = os.read(fd, 1)
+        if not b:
             break
-        buf += chunk
+        buf += b
     return buf.decode(errors="replace").strip()
 
 
