@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
 from pallet.errors import InvalidArgument, NotFound
 from pallet.oci.digest import Digest
+from pallet.oci.value import Value
 
 CHUNK = 1 << 20
 
@@ -40,10 +40,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-@dataclass(frozen=True)
-class Info:
-    digest: Digest
-    size: int
+class Info(Value):
+    __slots__ = ("digest", "size")
+
+    def __init__(self, digest: Digest, size: int) -> None:
+        self.digest = digest
+        self.size = size
 
 
 class Writer:

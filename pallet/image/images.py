@@ -10,7 +10,6 @@ import fcntl
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from pallet.image.store import ImageRecord, ImageStore
 from pallet.oci.digest import Digest
 from pallet.oci.image import ImageConfig, Manifest, chain_ids
 from pallet.oci.reference import Reference, parse, parse_tagged
+from pallet.oci.value import Value
 
 IMAGE_LABEL = "pallet.image"  # on a container's snapshot: the image it was made from
 SIZE_LABEL = "pallet.layer.size"  # on a layer's snapshot: its content size, the same in every snapshotter
@@ -48,12 +48,16 @@ def parse_time(value: str) -> datetime | None:
     return datetime.fromisoformat(f"{m.group(1)}.{frac}{tz}")
 
 
-@dataclass(frozen=True)
-class Image:
-    record: ImageRecord
-    manifest: Manifest
-    config: ImageConfig
-    config_bytes: bytes
+class Image(Value):
+    __slots__ = ("record", "manifest", "config", "config_bytes")
+
+    def __init__(
+        self, record: ImageRecord, manifest: Manifest, config: ImageConfig, config_bytes: bytes
+    ) -> None:
+        self.record = record
+        self.manifest = manifest
+        self.config = config
+        self.config_bytes = config_bytes
 
     @property
     def id(self) -> Digest:
@@ -67,21 +71,25 @@ class Image:
         return chain_ids(self.config.diff_ids)
 
 
-@dataclass(frozen=True)
-class ImageUsage:
-    image: Image
-    size: int
-    shared: int
-    unique: int
-    containers: int
-    layers: dict[Digest, int]  # chain ID -> unpacked size
+class ImageUsage(Value):
+    __slots__ = ("image", "size", "shared", "unique", "containers", "layers")
+
+    def __init__(
+        self, image: Image, size: int, shared: int, unique: int, containers: int, layers: dict[Digest, int]
+    ) -> None:
+        self.image = image
+        self.size = size
+        self.shared = shared
+        self.unique = unique
+        self.containers = containers
+        self.layers = layers  # chain ID -> unpacked size
 
 
-@dataclass
 class Lease:
     """Blobs made by one operation that no image references yet (containerd's leases, in one process)."""
 
-    blobs: list[Digest] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.blobs: list[Digest] = []
 
 
 class Images:

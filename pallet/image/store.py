@@ -8,12 +8,12 @@ from another process is all there or not at all.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 from pallet.errors import NotFound
 from pallet.metadata import SQLiteStore
 from pallet.oci.digest import Digest
 from pallet.oci.reference import Reference, parse
+from pallet.oci.value import Value
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -31,14 +31,24 @@ CREATE INDEX IF NOT EXISTS tags_image ON tags(image);
 """
 
 
-@dataclass(frozen=True)
-class ImageRecord:
-    id: Digest
-    manifest: Digest
-    created: str
-    added: float
-    tags: list[Reference] = field(default_factory=list)
-    last_tag_time: float = 0.0
+class ImageRecord(Value):
+    __slots__ = ("id", "manifest", "created", "added", "tags", "last_tag_time")
+
+    def __init__(
+        self,
+        id: Digest,
+        manifest: Digest,
+        created: str,
+        added: float,
+        tags: list[Reference] | None = None,
+        last_tag_time: float = 0.0,
+    ) -> None:
+        self.id = id
+        self.manifest = manifest
+        self.created = created
+        self.added = added
+        self.tags = [] if tags is None else tags
+        self.last_tag_time = last_tag_time
 
 
 class ImageStore(SQLiteStore):

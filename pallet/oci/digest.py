@@ -7,20 +7,25 @@ names a file on disk (``blobs/<alg>/<hex>``) and anything looser would be a path
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import BinaryIO
 
 from pallet.errors import InvalidArgument
+from pallet.oci.value import Value
 
 _HEX_LEN = {"sha256": 64, "sha512": 128}
 _HEX = re.compile(r"[a-f0-9]+")
 CANONICAL = "sha256"
 
 
-@dataclass(frozen=True, order=True)
-class Digest:
-    algorithm: str
-    hex: str
+class Digest(Value):
+    __slots__ = ("algorithm", "hex")
+
+    def __init__(self, algorithm: str, hex: str) -> None:
+        self.algorithm = algorithm
+        self.hex = hex
+
+    def __lt__(self, other: Digest) -> bool:  # sorted() of digests: by algorithm, then hex
+        return (self.algorithm, self.hex) < (other.algorithm, other.hex)
 
     @classmethod
     def parse(cls, value: str) -> Digest:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 from pallet.errors import InvalidArgument
 from pallet.oci.digest import Digest
+from pallet.oci.value import Value
 
 # OCI image spec media types
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -87,12 +87,14 @@ def _str_map(value: Any, what: str) -> dict[str, str]:
     return dict(m)
 
 
-@dataclass(frozen=True)
-class Platform:
-    os: str
-    architecture: str
-    variant: str = ""
-    os_version: str = ""
+class Platform(Value):
+    __slots__ = ("os", "architecture", "variant", "os_version")
+
+    def __init__(self, os: str, architecture: str, variant: str = "", os_version: str = "") -> None:
+        self.os = os
+        self.architecture = architecture
+        self.variant = variant
+        self.os_version = os_version
 
     @classmethod
     def host(cls) -> Platform:
@@ -132,14 +134,24 @@ class Platform:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
 
-@dataclass(frozen=True)
-class Descriptor:
-    media_type: str
-    digest: Digest
-    size: int
-    annotations: dict[str, str] = field(default_factory=dict)
-    platform: Platform | None = None
-    urls: tuple[str, ...] = ()
+class Descriptor(Value):
+    __slots__ = ("media_type", "digest", "size", "annotations", "platform", "urls")
+
+    def __init__(
+        self,
+        media_type: str,
+        digest: Digest,
+        size: int,
+        annotations: dict[str, str] | None = None,
+        platform: Platform | None = None,
+        urls: tuple[str, ...] = (),
+    ) -> None:
+        self.media_type = media_type
+        self.digest = digest
+        self.size = size
+        self.annotations = {} if annotations is None else annotations
+        self.platform = platform
+        self.urls = urls
 
     @classmethod
     def from_dict(cls, d: Any) -> Descriptor:
@@ -179,12 +191,20 @@ def _schema2(d: dict[str, Any], what: str) -> None:
         raise InvalidArgument(f"invalid {what}: schemaVersion must be 2")
 
 
-@dataclass(frozen=True)
-class Manifest:
-    media_type: str
-    config: Descriptor
-    layers: list[Descriptor]
-    annotations: dict[str, str] = field(default_factory=dict)
+class Manifest(Value):
+    __slots__ = ("media_type", "config", "layers", "annotations")
+
+    def __init__(
+        self,
+        media_type: str,
+        config: Descriptor,
+        layers: list[Descriptor],
+        annotations: dict[str, str] | None = None,
+    ) -> None:
+        self.media_type = media_type
+        self.config = config
+        self.layers = layers
+        self.annotations = {} if annotations is None else annotations
 
     @classmethod
     def parse(cls, data: bytes, media_type: str = "") -> Manifest:
@@ -215,11 +235,15 @@ class Manifest:
         return json.dumps(d, indent=2).encode()
 
 
-@dataclass(frozen=True)
-class Index:
-    media_type: str
-    manifests: list[Descriptor]
-    annotations: dict[str, str] = field(default_factory=dict)
+class Index(Value):
+    __slots__ = ("media_type", "manifests", "annotations")
+
+    def __init__(
+        self, media_type: str, manifests: list[Descriptor], annotations: dict[str, str] | None = None
+    ) -> None:
+        self.media_type = media_type
+        self.manifests = manifests
+        self.annotations = {} if annotations is None else annotations
 
     @classmethod
     def parse(cls, data: bytes, media_type: str = "") -> Index:
@@ -250,13 +274,22 @@ class Index:
         raise InvalidArgument(f"no manifest for platform {platform} (have {have})")
 
 
-@dataclass(frozen=True)
-class History:
-    created: str = ""
-    created_by: str = ""
-    author: str = ""
-    comment: str = ""
-    empty_layer: bool = False
+class History(Value):
+    __slots__ = ("created", "created_by", "author", "comment", "empty_layer")
+
+    def __init__(
+        self,
+        created: str = "",
+        created_by: str = "",
+        author: str = "",
+        comment: str = "",
+        empty_layer: bool = False,
+    ) -> None:
+        self.created = created
+        self.created_by = created_by
+        self.author = author
+        self.comment = comment
+        self.empty_layer = empty_layer
 
     @classmethod
     def from_dict(cls, d: Any) -> History:
@@ -279,18 +312,30 @@ class History:
         return d
 
 
-@dataclass(frozen=True)
-class ImageConfig:
+class ImageConfig(Value):
     """An image config; ``config`` is the container config (Env, Cmd, ...) kept as docker writes it."""
 
-    architecture: str
-    os: str
-    diff_ids: list[Digest]
-    config: dict[str, Any] = field(default_factory=dict)
-    history: list[History] = field(default_factory=list)
-    created: str = ""
-    author: str = ""
-    variant: str = ""
+    __slots__ = ("architecture", "os", "diff_ids", "config", "history", "created", "author", "variant")
+
+    def __init__(
+        self,
+        architecture: str,
+        os: str,
+        diff_ids: list[Digest],
+        config: dict[str, Any] | None = None,
+        history: list[History] | None = None,
+        created: str = "",
+        author: str = "",
+        variant: str = "",
+    ) -> None:
+        self.architecture = architecture
+        self.os = os
+        self.diff_ids = diff_ids
+        self.config = {} if config is None else config
+        self.history = [] if history is None else history
+        self.created = created
+        self.author = author
+        self.variant = variant
 
     @classmethod
     def parse(cls, data: bytes) -> ImageConfig:

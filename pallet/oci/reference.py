@@ -8,10 +8,10 @@ registry, port and digest. The familiar form (what ``docker images`` prints) dro
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
 
 from pallet.errors import InvalidArgument
 from pallet.oci.digest import Digest
+from pallet.oci.value import Value
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DOMAIN = "index.docker.io"
@@ -35,12 +35,14 @@ _ID = re.compile(r"[a-f0-9]{64}")
 _TAG_ONLY = re.compile(_TAG)
 
 
-@dataclass(frozen=True)
-class Reference:
-    domain: str
-    path: str
-    tag: str | None = None
-    digest: Digest | None = None
+class Reference(Value):
+    __slots__ = ("domain", "path", "tag", "digest")
+
+    def __init__(self, domain: str, path: str, tag: str | None = None, digest: Digest | None = None) -> None:
+        self.domain = domain
+        self.path = path
+        self.tag = tag
+        self.digest = digest
 
     @property
     def name(self) -> str:
@@ -62,7 +64,7 @@ class Reference:
     def with_tag(self, tag: str) -> Reference:
         if not _TAG_ONLY.fullmatch(tag):
             raise InvalidArgument(f'invalid tag "{tag}"')
-        return replace(self, tag=tag, digest=None)
+        return Reference(self.domain, self.path, tag, None)
 
     def __str__(self) -> str:
         return self._render(self.name)
@@ -117,5 +119,5 @@ def parse_tagged(value: str) -> Reference:
     """Parse, adding the ``latest`` tag when the reference names neither a tag nor a digest."""
     ref = parse(value)
     if ref.tag is None and ref.digest is None:
-        ref = replace(ref, tag=DEFAULT_TAG)
+        ref = Reference(ref.domain, ref.path, DEFAULT_TAG, ref.digest)
     return ref

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from pallet.errors import FailedPrecondition, InvalidArgument, NotFound, PalletError
@@ -192,9 +192,19 @@ class _Fetcher:
                 future = futures.get(layer.digest)
                 if future is not None:
                     future.result()
+                m, c = manifest, config  # the image up to this layer
                 unpack(
-                    replace(manifest, layers=layers[: k + 1]),
-                    replace(config, diff_ids=config.diff_ids[: k + 1]),
+                    Manifest(m.media_type, m.config, layers[: k + 1], m.annotations),
+                    ImageConfig(
+                        c.architecture,
+                        c.os,
+                        c.diff_ids[: k + 1],
+                        c.config,
+                        c.history,
+                        c.created,
+                        c.author,
+                        c.variant,
+                    ),
                 )
                 self.progress(Event(layer.digest.hex[:12], "Pull complete"))
         except BaseException:

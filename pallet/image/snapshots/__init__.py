@@ -14,12 +14,12 @@ import os
 import shutil
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pallet.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pallet.image.snapshots.meta import ACTIVE, COMMITTED, VIEW, Info, MetaStore, Usage
 from pallet.image.whiteouts import Whiteouts
+from pallet.oci.value import Value
 
 TYPE_CHECKING = False  # typing itself is not loaded for this: diff.py (tarfile) is for commit and diff only
 if TYPE_CHECKING:
@@ -28,13 +28,15 @@ if TYPE_CHECKING:
 __all__ = ["ACTIVE", "COMMITTED", "VIEW", "Info", "Mount", "Snapshotter", "Usage", "open_snapshotter"]
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(Value):
     """containerd's Mount, the lingua franca: what mount(2) (or a FUSE helper) is to be given."""
 
-    type: str
-    source: str
-    options: list[str] = field(default_factory=list)
+    __slots__ = ("type", "source", "options")
+
+    def __init__(self, type: str, source: str, options: list[str] | None = None) -> None:
+        self.type = type
+        self.source = source
+        self.options = [] if options is None else options
 
     def option(self, name: str) -> str | None:
         prefix = name + "="

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass, field
 
 from pallet.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pallet.metadata import SQLiteStore
+from pallet.oci.value import Value
 
 VIEW, ACTIVE, COMMITTED = "view", "active", "committed"
 
@@ -33,22 +33,34 @@ CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent);
 """
 
 
-@dataclass(frozen=True)
-class Info:
+class Info(Value):
     """containerd's snapshots.Info: ``name`` is the key while active, the committed name after."""
 
-    kind: str
-    name: str
-    parent: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    created: float = 0.0
-    updated: float = 0.0
+    __slots__ = ("kind", "name", "parent", "labels", "created", "updated")
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        parent: str = "",
+        labels: dict[str, str] | None = None,
+        created: float = 0.0,
+        updated: float = 0.0,
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.parent = parent
+        self.labels = {} if labels is None else labels
+        self.created = created
+        self.updated = updated
 
 
-@dataclass(frozen=True)
-class Usage:
-    size: int = 0
-    inodes: int = 0
+class Usage(Value):
+    __slots__ = ("size", "inodes")
+
+    def __init__(self, size: int = 0, inodes: int = 0) -> None:
+        self.size = size
+        self.inodes = inodes
 
 
 class MetaStore(SQLiteStore):
