@@ -48,7 +48,10 @@ def wait_exit(s: _socket.socket, timeout: float | None = None) -> int | None:
     """Block until the monitor says the container exited; None if it closed without saying."""
     s.settimeout(timeout)
     while True:
-        msg = s.recv(65536)
+        try:
+            msg = s.recv(65536)
+        except ConnectionResetError:  # it exited with our request unread: the same as closing
+            return None
         if not msg:
             return None
         if msg[:1] == b"x":

@@ -446,8 +446,16 @@ class Engine:
     def wait(self, ref: str) -> int:
         rec = self.get(ref)
         if self.status(rec) in ("running", "restarting", "paused"):
-            with attach.connect(self.sock(rec.id), b"w") as s:
-                code = attach.wait_exit(s)
+            try:
+                with attach.connect(self.sock(rec.id), b"w") as s:
+                    code = attach.wait_exit(s)
+            except FailedPrecondition:
+                # its monitor went between our look at the record and the connect: it records the
+                # exit before it closes its socket, so the record tells, unless the monitor died
+                code = None
+                rec = self.get(rec.id)
+                if self.status(rec) in ("running", "restarting", "paused"):
+                    raise
             if code is not None:
                 return code
             rec = self.get(rec.id)

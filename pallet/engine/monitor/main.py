@@ -134,6 +134,7 @@ class Monitor:
         # pipe (read end, -1 once read) and the pipe that tells it to start (write end)
         self.starter: tuple[int, int, int] | None = None
         self.done = False
+        self.sock_ino = -1  # the inode of the attach socket it bound (listen)
         self.backoff = 0.1
 
     # -- setup ---------------------------------------------------------------------------------
@@ -151,6 +152,7 @@ class Monitor:
             os.unlink(path)
         self.listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         self.listener.bind(path)
+        self.sock_ino = os.stat(path).st_ino  # the path is ours to remove only while it is this socket
         self.listener.listen(16)
         self.watch(self.listener.fileno(), "listen")
         wr, ww = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -907,7 +909,9 @@ def run(cfg_path: str, sync_fd: int, early: str = "") -> int:
         raise
     finally:
         try:
-            os.unlink(cfg["sock"])
+            # a new monitor of this container (`start` after its exit) may have bound the path already
+            if os.stat(cfg["sock"]).st_ino == mon.sock_ino:
+                os.unlink(cfg["sock"])
         except OSError:
             pass
     return 0
