@@ -7,6 +7,7 @@ inside the directory that holds them, with relative lowerdirs, as containerd's m
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import resource
@@ -122,8 +123,14 @@ def unmount_all(target: Path) -> None:
     while is_mountpoint(target):
         try:
             syscalls.default().umount2(str(target), 0)
-        except OSError:
-            syscalls.default().umount2(str(target), syscalls.MNT_DETACH)
+        except OSError as e:
+            if e.errno == errno.EINVAL and not is_mountpoint(target):
+                return  # another process (the monitor, a concurrent rm) unmounted it meanwhile
+            try:
+                syscalls.default().umount2(str(target), syscalls.MNT_DETACH)
+            except OSError as e2:
+                if e2.errno != errno.EINVAL or is_mountpoint(target):
+                    raise
 
 
 @contextlib.contextmanager
