@@ -97,7 +97,7 @@ class Engine:
 
 @contextlib.contextmanager
 def docker_engine(d: Path, tar: Path) -> Iterator[Engine]:
-    from tests.compat.conftest import Daemon, dockerd_argv, start_containerd
+    from tests.compat.conftest import Daemon, dockerd_argv, remove_cgroups_naming, start_containerd
 
     d.mkdir()
     containerd, ctd_sock = start_containerd(d)
@@ -120,6 +120,7 @@ def docker_engine(d: Path, tar: Path) -> Iterator[Engine]:
         if dockerd is not None:
             dockerd.stop()
         containerd.stop()
+        remove_cgroups_naming(d.name)  # dockerd's --cgroup-parent, podman's libpod_parent
 
 
 def timings(engines: list[Engine], rounds: int) -> dict[str, list[float]]:
@@ -229,6 +230,9 @@ def main() -> int:
         for target in sorted(under, reverse=True):  # podman's and dockerd's own mounts, deepest first
             subprocess.run(["umount", "-l", target], capture_output=True)
         shutil.rmtree(d, ignore_errors=True)
+        from tests.compat.conftest import remove_cgroups_naming
+
+        remove_cgroups_naming(d.name)  # podman's libpod_parent
     return 0
 
 

@@ -73,7 +73,7 @@ def free_subnet() -> str:
 
 @contextlib.contextmanager
 def docker(d: Path, tar: Path) -> Iterator[list[str]]:
-    from tests.compat.conftest import Daemon, dockerd_argv, start_containerd
+    from tests.compat.conftest import Daemon, dockerd_argv, remove_cgroups_naming, start_containerd
 
     d.mkdir()
     br = "pl-dk" + uuid.uuid4().hex[:6]
@@ -98,6 +98,7 @@ def docker(d: Path, tar: Path) -> Iterator[list[str]]:
         if containerd is not None:
             containerd.stop()
         subprocess.run(["ip", "link", "del", br], capture_output=True)
+        remove_cgroups_naming(d.name)
 
 
 def main() -> int:

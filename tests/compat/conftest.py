@@ -85,12 +85,14 @@ def teardown_dir(d: Path) -> None:
 
 
 def remove_cgroups_naming(name: str) -> None:
-    """Peers leave their cgroup parents behind (dockerd's --cgroup-parent, podman's libpod_parent):
-    remove the empty ones that carry ``name``, deepest first."""
+    """Peers leave their cgroup parents behind: dockerd its --cgroup-parent (named after its dir),
+    podman its libpod_parent and conmon's cgroup in it, made on first use and never removed. Remove
+    the empty ones that carry ``name``, and podman's, deepest first."""
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         if not hierarchy.is_dir():
             continue
         found = [p for p, _, _ in os.walk(hierarchy) if name in Path(p).name]
+        found += [str(hierarchy / "libpod_parent" / "conmon"), str(hierarchy / "libpod_parent")]
         for p in sorted(found, key=len, reverse=True):
             try:
                 os.rmdir(p)

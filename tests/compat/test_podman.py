@@ -25,6 +25,7 @@ from tests.compat.conftest import (
     mounts_under,
     need,
     peer_dir,
+    remove_cgroups_naming,
     unique_id,
     wait_until,
 )
@@ -86,13 +87,7 @@ def podman(busybox_tar: Path) -> Iterator[Podman]:
         finally:
             pm("rm", "--all", "--force", "--time", "0")
             pm("rmi", "--all", "--force")
-            # podman's cgroupfs parent and conmon's cgroup in it, made on first use and never removed
-            for hierarchy in Path("/sys/fs/cgroup").iterdir():
-                for leftover in (hierarchy / "libpod_parent" / "conmon", hierarchy / "libpod_parent"):
-                    try:
-                        leftover.rmdir()
-                    except OSError:
-                        pass
+            remove_cgroups_naming(d.name)
 
 
 def _gone(podman: Podman, cid: str, name: str) -> None:
