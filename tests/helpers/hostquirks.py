@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -36,7 +39,7 @@ def _move_hugetlb_back(mnt: Path) -> None:
     deadline = time.monotonic() + 20
     while True:
         for sub in sorted((p for p in mnt.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            sub.rmdir()
+            _remove_cgroup(sub, deadline)
         subprocess.run(["umount", str(mnt)], check=True)
         settle = time.monotonic() + 0.5
         while time.monotonic() < settle:
@@ -46,3 +49,21 @@ def _move_hugetlb_back(mnt: Path) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("hugetlb did not return to cgroup2 after its v1 hierarchy was unmounted")
         subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(mnt)], check=True)
+
+
+def _remove_cgroup(d: Path, deadline: float) -> None:
+    """rmdir a child of the hugetlb hierarchy; a container that a failed test left in it is killed
+    first (else the hierarchy, and hugetlb with it, would stay off cgroup2 for the whole host)."""
+    while True:
+        try:
+            d.rmdir()
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+        for pid in (d / "cgroup.procs").read_text().split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
