@@ -97,7 +97,7 @@ def test_restart_policy(any_runtime: Pallet) -> None:
     p.run("-d", "--name", name, "--restart", "on-failure:2", "busybox", "sh", "-c", "echo try; exit 4")
     wait_until(lambda: inspect(p, name)["State"]["Status"] == "exited")
     info = inspect(p, name)
-    assert info["RestartCount"] == 2 and info["State"]["ExitCode"] == 4
+    assert info["RestartCount"] == 2 and info["State"]["ExitCode"] == 4, info["State"]
     assert p("logs", name).stdout == "try\ntry\ntry\n"
     # always: restarts after exit 0 too, until stop
     name2 = p.name("always")
