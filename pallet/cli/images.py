@@ -14,6 +14,7 @@ from typing import Any
 
 from pallet.cli.format import ellipsis, human_size, print_inspect, print_rows, since
 from pallet.cli.parsing import add_verb as _verb
+from pallet.cli.parsing import confirm
 from pallet.engine.views import (
     IMAGE_CONFIG_KEYS,
     MOUNTPOINTS,
@@ -167,17 +168,11 @@ def cmd_rm(ctx: Any, args: argparse.Namespace) -> int:
     return status
 
 
-def _confirm(question: str) -> bool:
-    sys.stdout.write(question + "\nAre you sure you want to continue? [y/N] ")
-    sys.stdout.flush()
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
-
-
 def cmd_prune(ctx: Any, args: argparse.Namespace) -> int:
     what = (
         "all images without at least one container associated to them" if args.all else "all dangling images"
     )
-    if not args.force and not _confirm(f"WARNING! This will remove {what}."):
+    if not args.force and not confirm(f"WARNING! This will remove {what}."):
         return 0
     report, freed = ctx.images.prune(all_unused=args.all)
     if report:

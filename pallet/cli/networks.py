@@ -9,6 +9,7 @@ from typing import Any
 
 from pallet.cli.format import print_inspect, print_rows
 from pallet.cli.parsing import add_verb as _verb
+from pallet.cli.parsing import confirm, remove_each
 from pallet.engine.views import (
     network_created,
     network_get,
@@ -87,19 +88,12 @@ def cmd_inspect(ctx: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_rm(ctx: Any, args: argparse.Namespace) -> int:
-    failed = 0
-    for ref in args.networks:
-        try:
-            if ref in ("host", "none"):
-                raise InvalidArgument(f"{ref} is a pre-defined network and cannot be removed")
-            _networks(ctx).remove(ref)
-            print(ref)
-        except PalletError as e:
-            if args.force and "not found" in str(e):
-                continue
-            print(f"Error response from daemon: {e}", file=sys.stderr)
-            failed = 1
-    return failed
+    def remove(ref: str) -> None:
+        if ref in ("host", "none"):
+            raise InvalidArgument(f"{ref} is a pre-defined network and cannot be removed")
+        _networks(ctx).remove(ref)
+
+    return remove_each(args.networks, remove, args.force, "not found")
 
 
 def cmd_connect(ctx: Any, args: argparse.Namespace) -> int:
@@ -115,10 +109,10 @@ def cmd_disconnect(ctx: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_prune(ctx: Any, args: argparse.Namespace) -> int:
-    if not args.force:
-        print("WARNING! This will remove all custom networks not used by at least one container.")
-        if input("Are you sure you want to continue? [y/N] ").strip().lower() not in ("y", "yes"):
-            return 0
+    if not args.force and not confirm(
+        "WARNING! This will remove all custom networks not used by at least one container."
+    ):
+        return 0
     gone = _networks(ctx).prune()
     if gone:
         print("Deleted Networks:\n" + "\n".join(gone))

@@ -8,6 +8,7 @@ from typing import Any
 
 from pallet.cli.format import human_size, print_inspect, print_rows
 from pallet.cli.parsing import add_verb as _verb
+from pallet.cli.parsing import confirm, remove_each
 from pallet.engine.views import volume_filter
 from pallet.errors import InvalidArgument, PalletError
 
@@ -76,24 +77,14 @@ def cmd_inspect(ctx: Any, args: argparse.Namespace) -> int:
 
 def cmd_rm(ctx: Any, args: argparse.Namespace) -> int:
     vols = _volumes(ctx)
-    failed = 0
-    for name in args.volumes:
-        try:
-            vols.remove(name, args.force)
-            print(name)
-        except PalletError as e:
-            if args.force and "no such volume" in str(e):
-                continue
-            print(f"Error response from daemon: {e}", file=sys.stderr)
-            failed = 1
-    return failed
+    return remove_each(args.volumes, lambda name: vols.remove(name, args.force), args.force, "no such volume")
 
 
 def cmd_prune(ctx: Any, args: argparse.Namespace) -> int:
-    if not args.force:
-        print("WARNING! This will remove anonymous local volumes not used by at least one container.")
-        if input("Are you sure you want to continue? [y/N] ").strip().lower() not in ("y", "yes"):
-            return 0
+    if not args.force and not confirm(
+        "WARNING! This will remove anonymous local volumes not used by at least one container."
+    ):
+        return 0
     gone, freed = _volumes(ctx).prune(
         args.all, [f.partition("=")[2] for f in args.filter if f.startswith("label=")]
     )
