@@ -8,7 +8,6 @@ cpuset, no PSI), or on any pure v2 machine: `pytest tests/integration/cgroups`.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -22,7 +21,7 @@ import pytest
 
 from pallet.runtime.cgroups import CgroupError, open_manager
 from pallet.runtime.cgroups.common import CgroupValueError, shares_to_weight
-from pallet.runtime.cgroups.oom import stream, watch_oom
+from tests.helpers import cgroup_checks as checks
 
 ROOT = "/sys/fs/cgroup"
 
@@ -93,80 +92,28 @@ def test_place_a_process_and_read_limits_back(mgr, held) -> None:
 
 
 def test_memory_hog_is_oom_killed_and_counted(mgr, held) -> None:
-    h = held("b = []\nwhile True: b.append(bytearray(1 << 20))")
-    mgr.apply(h.pid)
-    mgr.set({"memory": {"limit": 48 << 20, "swap": 48 << 20}})  # memory+swap = memory: no swap
-    assert read(mgr, "memory.swap.max") == "0"
-    with watch_oom(mgr) as w:
-        h.release()
-        assert h.p.wait(timeout=60) == -signal.SIGKILL
-        assert w.wait(timeout=10) >= 1  # memory.events woke the watcher
-        s = mgr.stats()
-        assert s["memory"]["oom_kill"] >= 1
-        assert s["memory"]["oom_events"] >= 1
+    def v2_files(s: dict) -> None:
+        assert read(mgr, "memory.swap.max") == "0"  # memory+swap = memory: no swap
+        assert s["memory"]["oom_events"] >= 1  # memory.events, which woke the watcher
         assert s["memory"]["usage"]["failcnt"] >= 1  # memory.events "max"
-        assert not w.gone
-        mgr.destroy()
-        assert w.wait(timeout=10) == 0  # the removal wakes the watcher: no OOM, and it is done
-        assert w.gone
+
+    checks.oom_kill_is_counted(mgr, held, 48 << 20, v2_files)
 
 
 def test_events_stream_reports_the_oom_and_stats(mgr, held) -> None:
-    h = held("import time\nb = []\nwhile True: b.append(bytearray(1 << 20)); time.sleep(0.001)")
-    mgr.apply(h.pid)
-    mgr.set({"memory": {"limit": 32 << 20, "swap": 32 << 20}})
-    seen: list[str] = []
-    events = stream(mgr, 0.1)
-    h.release()
-    deadline = time.monotonic() + 60
-    for ev in events:
-        seen.append(ev["type"])
-        if ev["type"] == "stats":
-            assert ev["data"]["memory"]["usage"]["limit"] == 32 << 20
-        if ev["type"] == "oom" or time.monotonic() > deadline:
-            break
-    events.close()
-    assert seen[0] == "stats" and seen[-1] == "oom"
+    checks.events_stream_ends_in_oom(mgr, held)
 
 
 def test_fork_bomb_stops_at_pids_max(mgr, held) -> None:
-    code = (
-        "import os, time\n"
-        "n = 0\n"
-        "try:\n"
-        "    for _ in range(500):\n"
-        "        if os.fork() == 0:\n"
-        "            time.sleep(60); os._exit(0)\n"
-        "        n += 1\n"
-        "except OSError as e:\n"
-        "    print(n, e.errno, flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    h = held(code)
-    mgr.apply(h.pid)
-    mgr.set({"pids": {"limit": 8}})
-    h.release()
-    forked, err = (int(x) for x in h.line().split())
-    assert err == errno.EAGAIN
-    assert forked == 7  # 8 tasks in all, the bomb itself included
-    assert mgr.stats()["pids"]["current"] == 8
-    assert int(dict(line.split() for line in read(mgr, "pids.events").splitlines())["max"]) >= 1
-    mgr.destroy()  # cgroup.kill, then rmdir
-    assert not mgr.exists()
-    assert h.p.wait(timeout=10) == -signal.SIGKILL
+    def pids_events(s: dict) -> None:
+        assert int(dict(line.split() for line in read(mgr, "pids.events").splitlines())["max"]) >= 1
+
+    checks.fork_bomb_stops_at_pids_max(mgr, held, pids_events)
 
 
 def test_busy_loop_under_a_cpu_quota_is_throttled(mgr, held) -> None:
-    h = held("import time\nt = time.monotonic()\nwhile time.monotonic() - t < 1.0: pass\n")
-    mgr.apply(h.pid)
-    mgr.set({"cpu": {"quota": 10000, "period": 100000, "burst": 0}})  # 10 % of one cpu
+    s = checks.busy_loop_is_throttled(mgr, held, {"quota": 10000, "period": 100000, "burst": 0})
     assert read(mgr, "cpu.max.burst") == "0"
-    h.release()
-    assert h.p.wait(timeout=60) == 0
-    s = mgr.stats()
-    assert s["cpu"]["throttling"]["throttled_periods"] > 0
-    assert s["cpu"]["throttling"]["throttled_time"] > 0
-    assert s["cpu"]["usage"]["total"] > 0
     assert s["cpu"]["usage"]["user"] > 0
 
 
@@ -200,70 +147,24 @@ def test_values_the_kernel_refuses_are_one_clear_error(mgr) -> None:
     assert read(mgr, "cpu.max") == "max 100000"  # nothing half-written
 
 
-def _loop_device(img: Path) -> str:
-    return subprocess.run(
-        ["losetup", "--find", "--show", str(img)], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
 @pytest.mark.skipif(not os.path.exists("/dev/loop-control"), reason="no loop devices")
 def test_writes_to_a_loop_device_are_throttled_and_accounted(mgr, held, token) -> None:
-    img = Path(f"/tmp/{token}.img")
-    dev = ""
-    try:
-        with open(img, "wb") as f:
-            f.truncate(16 << 20)
-        dev = _loop_device(img)
-        rdev = os.stat(dev).st_rdev
-        major, minor = os.major(rdev), os.minor(rdev)
-        h = held(
-            "import os\n"
-            f"os.execvp('dd', ['dd', 'if=/dev/zero', 'of={dev}', 'bs=64k', 'count=32', 'oflag=direct', 'status=none'])\n"
-        )
-        mgr.apply(h.pid)
-        mgr.set({"blockIO": {"throttleWriteBpsDevice": [{"major": major, "minor": minor, "rate": 4 << 20}]}})
-        limits = read(mgr, "io.max")
-        assert limits == f"{major}:{minor} rbps=max wbps={4 << 20} riops=max wiops=max"
-        started = time.monotonic()
-        h.release()
-        assert h.p.wait(timeout=60) == 0
-        # 2 MiB at 4 MiB/s: reported, not asserted (no timing asserts in tests)
-        print(f"dd of 2 MiB under a 4 MiB/s io.max took {time.monotonic() - started:.2f}s")
-        entries = mgr.stats()["blkio"]["ioServiceBytesRecursive"]
-        written = [
-            e["value"] for e in entries if (e["major"], e["minor"], e["op"]) == (major, minor, "Write")
-        ]
-        assert written and written[0] >= 2 << 20
-    finally:
-        if dev:
-            subprocess.run(["losetup", "-d", dev], check=False)
-        img.unlink(missing_ok=True)
+    def io_max(major: int, minor: int) -> None:
+        assert read(mgr, "io.max") == f"{major}:{minor} rbps=max wbps={4 << 20} riops=max wiops=max"
+
+    with checks.loop_device(token, 16 << 20) as (dev, _, _):
+        checks.writes_are_throttled(mgr, held, dev, io_max)
 
 
 def test_cpu_weight_shifts_cpu_time_between_two_competing_cgroups(token, leakcheck, held) -> None:
     """Two busy loops on one cpu, shares 2048 against 512 (cpu.weight after conversion): about 4:1."""
-    hi = open_manager(f"/{token}-hi", f"{token}-hi")
-    lo = open_manager(f"/{token}-lo", f"{token}-lo")
-    loop = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 30: pass\n"
     pin = {"cpus": "0"} if "cpuset" in _controllers() else {}
     if not pin and (os.cpu_count() or 1) > 1:
         pytest.skip("several cpus and no cpuset controller to put both loops on one")
+    hi = open_manager(f"/{token}-hi", f"{token}-hi")
+    lo = open_manager(f"/{token}-lo", f"{token}-lo")
     try:
-        procs = []
-        for m, shares in ((hi, 2048), (lo, 512)):
-            h = held(loop)
-            m.apply(h.pid)
-            m.set({"cpu": {"shares": shares, **pin}})
-            procs.append(h)
-        for h in procs:
-            h.release()
-        # measured in cpu time used, not wall time: run until both together used 1 s of cpu
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            used = [m.stats()["cpu"]["usage"]["total"] for m in (hi, lo)]
-            if sum(used) >= 1_000_000_000:
-                break
-            time.sleep(0.05)
+        used = checks.cpu_time_split(hi, lo, held, ({"shares": 2048, **pin}, {"shares": 512, **pin}))
         ratio = used[0] / max(used[1], 1)
         print(
             f"cpu time with weights for shares 2048:512 = {used[0] / 1e9:.2f}s:{used[1] / 1e9:.2f}s, ratio {ratio:.2f}"

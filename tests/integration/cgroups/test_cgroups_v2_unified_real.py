@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from pallet.runtime.cgroups import open_manager
+from tests.helpers import cgroup_checks as checks
 
 ROOT = "/sys/fs/cgroup" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "/sys/fs/cgroup/unified"
 pytestmark = [
@@ -99,21 +100,12 @@ def test_kill_all_with_another_signal_freezes_signals_and_thaws(mgr, held) -> No
 def test_device_program_denies_and_an_update_replaces_it(mgr, held) -> None:
     from pallet.linux import bpf
 
-    code = (
-        "import sys\n"
-        "for line in sys.stdin:\n"
-        "    try:\n"
-        "        open(line.strip(), 'rb').close(); print('ok', flush=True)\n"
-        "    except OSError as e:\n"
-        "        print(e.errno, flush=True)\n"
-    )
-    p = held(code)
+    p = held(checks.OPENER)
     mgr.apply(p.pid)
-    p.send("go")
+    p.release()
 
     def try_open(path: str) -> str:
-        p.send(path)
-        return p.line()
+        return checks.try_open(p, path)
 
     assert try_open("/dev/kmsg") == "ok"  # no program yet
     mgr.set({"devices": [{"allow": False, "access": "rwm"}]})
