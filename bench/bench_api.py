@@ -16,7 +16,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 import uuid
 from pathlib import Path
@@ -25,8 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.bench_engine import Engine, docker_engine  # noqa: E402
+from bench.scratch import scratch  # noqa: E402
 from tests.compat.conftest import Daemon  # noqa: E402
-from tests.helpers.rootfs import make_busybox_rootfs  # noqa: E402
 
 PALLET = str(Path(sys.executable).parent / "pallet")
 IMAGE = "bench-busybox"
@@ -51,66 +50,55 @@ def main() -> int:
         "--docker", default=shutil.which("docker") or "docker", help="the docker CLI to drive both"
     )
     args = ap.parse_args()
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(REPO / "pallet")], check=True, capture_output=True
-    )
-    d = Path("/tmp") / f"pallet-t{uuid.uuid4().hex[:10]}-api-bench"
-    d.mkdir()
-    service = None
-    try:
-        rootfs = make_busybox_rootfs(d / "rootfs")
-        tar = d / "busybox.tar"
-        with tarfile.open(tar, "w") as t:
-            t.add(rootfs, arcname=".")
-        sock = d / "pallet.sock"
-        service = Daemon(
-            [PALLET, "--root", f"{d}/pallet", "--runroot", f"{d}/pallet-run", "system", "service",
-             "--host", f"unix://{sock}"],
-            d / "service.log",
-        )  # fmt: skip
-        service.wait_for_socket(sock)
-        pallet = Engine(
-            "pallet", [args.docker, "--host", f"unix://{sock}"], IMAGE, ("pallet-monitor", str(d))
-        )
-        pallet("import", str(tar), IMAGE)
-        with docker_engine(d / f"dk{uuid.uuid4().hex[:8]}", tar) as dk:
-            dk.argv[0] = args.docker
-            servers = [pallet, dk]
-            for e in servers:
-                e("create", "--name", "bench-inspect", "--network", "none", IMAGE, "true")
-                for _, cmd in COMMANDS:
-                    e(*cmd)  # warm: page cache, first-use work
-            times: dict[tuple[str, str], list[float]] = {}
-            for r in range(args.rounds):
-                for label, cmd in COMMANDS:
-                    for e in servers if r % 2 == 0 else servers[::-1]:
-                        times.setdefault((label, e.name), []).append(timed(e, cmd))
-            version = subprocess.run(
-                [args.docker, "--version"], capture_output=True, text=True
-            ).stdout.strip()
-            print(f"## docker CLI against each server ({args.rounds} interleaved rounds, ms; {version})\n")
-            print(
-                "| command | pallet median | dockerd median | pallet min–max | dockerd min–max | pallet / dockerd |"
+    with scratch("api-bench") as (d, tar):
+        service = None
+        try:
+            sock = d / "pallet.sock"
+            service = Daemon(
+                [PALLET, "--root", f"{d}/pallet", "--runroot", f"{d}/pallet-run", "system", "service",
+                 "--host", f"unix://{sock}"],
+                d / "service.log",
+            )  # fmt: skip
+            service.wait_for_socket(sock)
+            pallet = Engine(
+                "pallet", [args.docker, "--host", f"unix://{sock}"], IMAGE, ("pallet-monitor", str(d))
             )
-            print("|---|---:|---:|---:|---:|---:|")
-            for label, _ in COMMANDS:
-                p, k = times[(label, "pallet")], times[(label, "docker")]
-                mp, mk = statistics.median(p), statistics.median(k)
+            pallet("import", str(tar), IMAGE)
+            with docker_engine(d / f"dk{uuid.uuid4().hex[:8]}", tar) as dk:
+                dk.argv[0] = args.docker
+                servers = [pallet, dk]
+                for e in servers:
+                    e("create", "--name", "bench-inspect", "--network", "none", IMAGE, "true")
+                    for _, cmd in COMMANDS:
+                        e(*cmd)  # warm: page cache, first-use work
+                times: dict[tuple[str, str], list[float]] = {}
+                for r in range(args.rounds):
+                    for label, cmd in COMMANDS:
+                        for e in servers if r % 2 == 0 else servers[::-1]:
+                            times.setdefault((label, e.name), []).append(timed(e, cmd))
+                version = subprocess.run(
+                    [args.docker, "--version"], capture_output=True, text=True
+                ).stdout.strip()
                 print(
-                    f"| `{label}` | {mp:.0f} | {mk:.0f} | {min(p):.0f}–{max(p):.0f} | {min(k):.0f}–{max(k):.0f} "
-                    f"| **{mp / mk:.2f}** |"
+                    f"## docker CLI against each server ({args.rounds} interleaved rounds, ms; {version})\n"
                 )
-            ids = pallet("ps", "-aq").stdout.split()
-            if ids:
-                pallet("rm", "-f", *ids, check=False)
-    finally:
-        if service is not None:
-            service.stop()
-        with open("/proc/self/mounts") as f:
-            under = [line.split()[1] for line in f if line.split()[1].startswith(str(d) + "/")]
-        for target in sorted(under, reverse=True):  # dockerd's and pallet's own mounts, deepest first
-            subprocess.run(["umount", "-l", target], capture_output=True)
-        shutil.rmtree(d, ignore_errors=True)
+                print(
+                    "| command | pallet median | dockerd median | pallet min–max | dockerd min–max | pallet / dockerd |"
+                )
+                print("|---|---:|---:|---:|---:|---:|")
+                for label, _ in COMMANDS:
+                    p, k = times[(label, "pallet")], times[(label, "docker")]
+                    mp, mk = statistics.median(p), statistics.median(k)
+                    print(
+                        f"| `{label}` | {mp:.0f} | {mk:.0f} | {min(p):.0f}–{max(p):.0f} | {min(k):.0f}–{max(k):.0f} "
+                        f"| **{mp / mk:.2f}** |"
+                    )
+                ids = pallet("ps", "-aq").stdout.split()
+                if ids:
+                    pallet("rm", "-f", *ids, check=False)
+        finally:
+            if service is not None:
+                service.stop()
     return 0
 
 

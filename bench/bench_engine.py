@@ -26,7 +26,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.helpers.rootfs import make_busybox_rootfs  # noqa: E402
+from bench.scratch import scratch  # noqa: E402
 
 PALLET = str(Path(sys.executable).parent / "pallet")
 
@@ -158,16 +157,7 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=20)
     ap.add_argument("--no-docker", action="store_true")
     args = ap.parse_args()
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(REPO / "pallet")], check=True, capture_output=True
-    )
-    d = Path("/tmp") / f"pallet-t{uuid.uuid4().hex[:10]}-engine-bench"
-    d.mkdir()
-    try:
-        rootfs = make_busybox_rootfs(d / "rootfs")
-        tar = d / "busybox.tar"
-        with tarfile.open(tar, "w") as t:
-            t.add(rootfs, arcname=".")
+    with scratch("engine-bench") as (d, tar):
         pallet = Engine("pallet", [PALLET, "--root", f"{d}/pallet", "--runroot", f"{d}/pallet-run"], "busybox",
                         ("pallet-monitor", str(d)))  # fmt: skip
         pallet("import", str(tar), "busybox")
@@ -224,15 +214,6 @@ def main() -> int:
                     e.name
                 ]
                 print(f"| {e.name} | {proc} | {kib:.0f} | {count} |", flush=True)
-    finally:
-        with open("/proc/self/mounts") as f:
-            under = [line.split()[1] for line in f if line.split()[1].startswith(str(d) + "/")]
-        for target in sorted(under, reverse=True):  # podman's and dockerd's own mounts, deepest first
-            subprocess.run(["umount", "-l", target], capture_output=True)
-        shutil.rmtree(d, ignore_errors=True)
-        from tests.compat.conftest import remove_cgroups_naming
-
-        remove_cgroups_naming(d.name)  # podman's libpod_parent
     return 0
 
 

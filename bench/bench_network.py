@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import random
 import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,7 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.helpers.rootfs import make_busybox_rootfs  # noqa: E402
+from bench.scratch import scratch  # noqa: E402
+from tests.helpers.net import free_subnet  # noqa: E402
 
 PALLET = str(Path(sys.executable).parent / "pallet")
 
@@ -60,24 +59,13 @@ def timed(argv: list[str]) -> float:
     raise AssertionError("unreachable")
 
 
-def free_subnet() -> str:
-    routes = subprocess.run(
-        ["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True
-    ).stdout
-    for _ in range(200):
-        x = random.randrange(2, 254)
-        if f"10.87.{x}." not in routes:
-            return f"10.87.{x}"
-    raise RuntimeError("no free 10.87.x.0/24")
-
-
 @contextlib.contextmanager
 def docker(d: Path, tar: Path) -> Iterator[list[str]]:
     from tests.compat.conftest import Daemon, dockerd_argv, remove_cgroups_naming, start_containerd
 
     d.mkdir()
     br = "pl-dk" + uuid.uuid4().hex[:6]
-    net = free_subnet()
+    net = free_subnet("10.87").removesuffix(".0/24")
     subprocess.run(["ip", "link", "add", br, "type", "bridge"], check=True)
     containerd = dockerd = None
     try:
@@ -106,72 +94,61 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--no-docker", action="store_true")
     args = ap.parse_args()
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(REPO / "pallet")], check=True, capture_output=True
-    )
-    d = Path("/tmp") / f"pallet-t{uuid.uuid4().hex[:10]}-net-bench"
-    d.mkdir()
-    pallet = [PALLET, "--root", f"{d}/pallet", "--runroot", f"{d}/pallet-run"]
-    keeper = None
-    try:
-        rootfs = make_busybox_rootfs(d / "rootfs")
-        tar = d / "busybox.tar"
-        with tarfile.open(tar, "w") as t:
-            t.add(rootfs, arcname=".")
-        _run([*pallet, "import", str(tar), "busybox"])
-        cases: dict[str, Callable[[], float]] = {
-            "pallet --network none": lambda: timed(
-                [*pallet, "run", "--rm", "--network", "none", "busybox", "true"]
-            ),
-            "pallet bridge, cold": lambda: timed([*pallet, "run", "--rm", "busybox", "true"]),
-        }
+    with scratch("net-bench") as (d, tar):
+        pallet = [PALLET, "--root", f"{d}/pallet", "--runroot", f"{d}/pallet-run"]
+        keeper = None
+        try:
+            _run([*pallet, "import", str(tar), "busybox"])
+            cases: dict[str, Callable[[], float]] = {
+                "pallet --network none": lambda: timed(
+                    [*pallet, "run", "--rm", "--network", "none", "busybox", "true"]
+                ),
+                "pallet bridge, cold": lambda: timed([*pallet, "run", "--rm", "busybox", "true"]),
+            }
 
-        def warm() -> float:
-            return timed([*pallet, "--root", f"{d}/pallet-warm", "run", "--rm", "busybox", "true"])
+            def warm() -> float:
+                return timed([*pallet, "--root", f"{d}/pallet-warm", "run", "--rm", "busybox", "true"])
 
-        _run([*pallet, "--root", f"{d}/pallet-warm", "import", str(tar), "busybox"])
-        keeper = _run(
-            [*pallet, "--root", f"{d}/pallet-warm", "run", "-d", "busybox", "sleep", "3600"]
-        ).stdout.strip()
-        cases["pallet bridge, warm"] = warm
-        with (
-            docker(d / f"dk{uuid.uuid4().hex[:8]}", tar)
-            if not args.no_docker and shutil.which("dockerd")
-            else _none() as dk
-        ):
-            if dk is not None:
-                cases["docker --network none"] = lambda: timed(
-                    [*dk, "run", "--rm", "--network", "none", "bench-busybox", "true"]
+            _run([*pallet, "--root", f"{d}/pallet-warm", "import", str(tar), "busybox"])
+            keeper = _run(
+                [*pallet, "--root", f"{d}/pallet-warm", "run", "-d", "busybox", "sleep", "3600"]
+            ).stdout.strip()
+            cases["pallet bridge, warm"] = warm
+            with (
+                docker(d / f"dk{uuid.uuid4().hex[:8]}", tar)
+                if not args.no_docker and shutil.which("dockerd")
+                else _none() as dk
+            ):
+                if dk is not None:
+                    cases["docker --network none"] = lambda: timed(
+                        [*dk, "run", "--rm", "--network", "none", "bench-busybox", "true"]
+                    )
+                    cases["docker bridge"] = lambda: timed([*dk, "run", "--rm", "bench-busybox", "true"])
+                names = list(cases)
+                times: dict[str, list[float]] = {n: [] for n in names}
+                for n in names:
+                    cases[n]()  # warm the page cache and first-use work
+                for r in range(args.rounds):
+                    for n in names[r % len(names) :] + names[: r % len(names)]:
+                        times[n].append(cases[n]())
+            print(
+                f"## `run --rm busybox true`, default bridge against --network none ({args.rounds} rounds, ms)\n"
+            )
+            print("| case | median | min | max |\n|---|---:|---:|---:|")
+            for n, xs in times.items():
+                print(f"| {n} | {statistics.median(xs):.0f} | {min(xs):.0f} | {max(xs):.0f} |")
+            med = {n: statistics.median(xs) for n, xs in times.items()}
+            print()
+            for eng in ("pallet", "docker"):
+                none = med.get(f"{eng} --network none")
+                for n, v in med.items():
+                    if none is not None and n.startswith(eng) and "none" not in n:
+                        print(f"- network cost, {n}: **{v - none:.0f} ms** per container")
+        finally:
+            if keeper:
+                subprocess.run(
+                    [*pallet, "--root", f"{d}/pallet-warm", "rm", "-f", keeper], capture_output=True
                 )
-                cases["docker bridge"] = lambda: timed([*dk, "run", "--rm", "bench-busybox", "true"])
-            names = list(cases)
-            times: dict[str, list[float]] = {n: [] for n in names}
-            for n in names:
-                cases[n]()  # warm the page cache and first-use work
-            for r in range(args.rounds):
-                for n in names[r % len(names) :] + names[: r % len(names)]:
-                    times[n].append(cases[n]())
-        print(
-            f"## `run --rm busybox true`, default bridge against --network none ({args.rounds} rounds, ms)\n"
-        )
-        print("| case | median | min | max |\n|---|---:|---:|---:|")
-        for n, xs in times.items():
-            print(f"| {n} | {statistics.median(xs):.0f} | {min(xs):.0f} | {max(xs):.0f} |")
-        med = {n: statistics.median(xs) for n, xs in times.items()}
-        print()
-        for eng in ("pallet", "docker"):
-            none = med.get(f"{eng} --network none")
-            for n, v in med.items():
-                if none is not None and n.startswith(eng) and "none" not in n:
-                    print(f"- network cost, {n}: **{v - none:.0f} ms** per container")
-    finally:
-        if keeper:
-            subprocess.run([*pallet, "--root", f"{d}/pallet-warm", "rm", "-f", keeper], capture_output=True)
-        with open("/proc/self/mounts") as f:
-            under = [line.split()[1] for line in f if line.split()[1].startswith(str(d) + "/")]
-        for target in sorted(under, reverse=True):
-            subprocess.run(["umount", "-l", target], capture_output=True)
-        shutil.rmtree(d, ignore_errors=True)
     return 0
 
 

@@ -4,7 +4,6 @@ engine's networks is left on the host (bridges, rules, leases, namespace files).
 
 from __future__ import annotations
 
-import random
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -12,21 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.net import free_subnet  # noqa: F401 - the network tests import it from here
 from tests.integration.engine.conftest import Pallet, busybox_tar, make_pallet  # noqa: F401
 
 pytestmark = pytest.mark.root
-
-
-def free_subnet() -> str:
-    """A 10.88.x.0/24 that no host route overlaps (tests run in parallel: pick at random)."""
-    routes = subprocess.run(
-        ["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True
-    ).stdout
-    for _ in range(200):
-        x = random.randrange(2, 254)
-        if f"10.88.{x}." not in routes:
-            return f"10.88.{x}.0/24"
-    raise RuntimeError("no free 10.88.x.0/24")
 
 
 def free_port() -> int:

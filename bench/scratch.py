@@ -1,0 +1,40 @@
+"""What the engine benches share: pallet byte-compiled, a scratch dir with a busybox layer tar, and
+everything under it undone afterwards (mounts, files, the peers' cgroup parents)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.compat.conftest import remove_cgroups_naming  # noqa: E402
+from tests.compat.images import layer_tar  # noqa: E402
+from tests.helpers.rootfs import make_busybox_rootfs  # noqa: E402
+
+
+@contextlib.contextmanager
+def scratch(label: str) -> Iterator[tuple[Path, Path]]:
+    """(/tmp/pallet-t<id>-<label>, its busybox.tar). pallet's modules are byte-compiled first (into
+    the ignored __pycache__), as an installed package's are, so that no run pays for compiling."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(REPO / "pallet")], check=True, capture_output=True
+    )
+    d = Path("/tmp") / f"pallet-t{uuid.uuid4().hex[:10]}-{label}"
+    d.mkdir()
+    try:
+        yield d, layer_tar(make_busybox_rootfs(d / "rootfs"), d / "busybox.tar")
+    finally:
+        with open("/proc/self/mounts") as f:
+            under = [line.split()[1] for line in f if line.split()[1].startswith(str(d) + "/")]
+        for target in sorted(under, reverse=True):  # the peers' and pallet's own mounts, deepest first
+            subprocess.run(["umount", "-l", target], capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+        remove_cgroups_naming(d.name)  # podman's libpod_parent
