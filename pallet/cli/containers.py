@@ -13,7 +13,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from pallet.cli.format import human_size, print_inspect, print_rows, render, since
+from pallet.cli.format import human_size, inspect_each, print_rows, render, since
 from pallet.engine.views import (
     command_text,
     container_inspect,
@@ -389,15 +389,7 @@ def cmd_ps(ctx: Any, args: argparse.Namespace) -> int:
 
 def cmd_inspect(ctx: Any, args: argparse.Namespace) -> int:
     eng = engine(ctx)
-    out, failed = [], 0
-    for name in args.containers:
-        try:
-            out.append(container_inspect(eng, eng.get(name)))
-        except PalletError as e:
-            _err(str(e))
-            failed = 125
-    print_inspect(args.format, out)
-    return failed
+    return inspect_each(args.format, args.containers, lambda name: container_inspect(eng, eng.get(name)), 125)
 
 
 # -- logs / attach / exec ----------------------------------------------------------------------------

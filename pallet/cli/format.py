@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from collections.abc import Callable
 from typing import Any
 
 # docker's duration words live with the engine's views; the CLI's templates use them from here
 from pallet.engine.views import human_duration as human_duration
 from pallet.engine.views import since as since
-from pallet.errors import InvalidArgument
+from pallet.errors import InvalidArgument, PalletError
 
 _DECIMAL = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
 _ACTION = re.compile(r"\{\{\s*(json\s+)?(\.[\w.]*)\s*\}\}")
@@ -104,3 +106,17 @@ def print_inspect(fmt: str | None, objs: list[Any]) -> None:
             print(render(fmt, o))
     else:
         print(json.dumps(objs, indent=4))
+
+
+def inspect_each(fmt: str | None, refs: list[str], get: Callable[[str], Any], failed_code: int = 1) -> int:
+    """docker's ``inspect`` of several objects: each one found is printed, each one not is an
+    ``Error:`` line, and the exit is ``failed_code`` if any was not."""
+    out, failed = [], 0
+    for ref in refs:
+        try:
+            out.append(get(ref))
+        except PalletError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            failed = failed_code
+    print_inspect(fmt, out)
+    return failed

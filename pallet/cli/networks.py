@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from pallet.cli.format import print_inspect, print_rows
+from pallet.cli.format import inspect_each, print_rows
 from pallet.cli.parsing import add_verb as _verb
 from pallet.cli.parsing import confirm, remove_each
 from pallet.engine.views import (
@@ -18,7 +18,7 @@ from pallet.engine.views import (
     network_match,
     port_rows,
 )
-from pallet.errors import InvalidArgument, PalletError
+from pallet.errors import InvalidArgument
 
 LS_TABLE = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
 LS_HEADERS = {
@@ -76,15 +76,8 @@ def cmd_ls(ctx: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(ctx: Any, args: argparse.Namespace) -> int:
-    out, failed = [], 0
-    for ref in args.networks:
-        try:
-            out.append(network_inspect(_networks(ctx), network_get(_networks(ctx), ref)))
-        except PalletError as e:
-            print(f"Error: {e}", file=sys.stderr)
-            failed = 1
-    print_inspect(args.format, out)
-    return failed
+    nets = _networks(ctx)
+    return inspect_each(args.format, args.networks, lambda ref: network_inspect(nets, network_get(nets, ref)))
 
 
 def cmd_rm(ctx: Any, args: argparse.Namespace) -> int:

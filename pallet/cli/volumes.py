@@ -6,11 +6,11 @@ import argparse
 import sys
 from typing import Any
 
-from pallet.cli.format import human_size, print_inspect, print_rows
+from pallet.cli.format import human_size, inspect_each, print_rows
 from pallet.cli.parsing import add_verb as _verb
 from pallet.cli.parsing import confirm, remove_each
 from pallet.engine.views import volume_filter
-from pallet.errors import InvalidArgument, PalletError
+from pallet.errors import InvalidArgument
 
 LS_TABLE = "table {{.Driver}}\t{{.Name}}"
 LS_HEADERS = {"Driver": "DRIVER", "Name": "VOLUME NAME", "Mountpoint": "MOUNTPOINT", "Labels": "LABELS"}
@@ -62,17 +62,13 @@ def cmd_ls(ctx: Any, args: argparse.Namespace) -> int:
 
 def cmd_inspect(ctx: Any, args: argparse.Namespace) -> int:
     vols = _volumes(ctx)
-    out, failed = [], 0
-    for name in args.volumes:
-        try:
-            v = vols.get(name)
-            v.pop("Anonymous")
-            out.append(v)
-        except PalletError as e:
-            print(f"Error: {e}", file=sys.stderr)
-            failed = 1
-    print_inspect(args.format, out)
-    return failed
+
+    def get(name: str) -> Any:
+        v = vols.get(name)
+        v.pop("Anonymous")
+        return v
+
+    return inspect_each(args.format, args.volumes, get)
 
 
 def cmd_rm(ctx: Any, args: argparse.Namespace) -> int:
