@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pallet.api.server import HTTPError, Pending, Request, frame
+from pallet.engine.runtime_log import last_error
 from pallet.engine.views import parse_time, when
 from pallet.errors import Conflict, InvalidArgument, NotFound
 
@@ -305,7 +306,7 @@ def exec_start(req: Request) -> None:
             p = subprocess.run([*argv, rec.id], stdin=subprocess.DEVNULL, capture_output=True)
             _record(e, p.returncode, log)
             if p.returncode != 0:
-                msg = _log_error(log) or p.stderr.decode(errors="replace").strip()
+                msg = last_error(log) or p.stderr.decode(errors="replace").strip()
                 raise Conflict(f"exec failed: {msg}")
             return None
         conn = req.hijack(_ctype(req, tty))
@@ -324,26 +325,11 @@ def exec_start(req: Request) -> None:
     return None
 
 
-def _log_error(log: Path) -> str:
-    try:
-        lines = log.read_text().splitlines()
-    except OSError:
-        return ""
-    for line in reversed(lines):
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        if r.get("level") in ("error", "fatal"):
-            return str(r.get("msg", ""))
-    return ""
-
-
 def _record(e: Exec, code: int, log: Path) -> None:
     """The runtime's exit is the process's, unless the runtime logged that it could not start it."""
     from pallet.engine.monitor.main import invoke_code
 
-    msg = _log_error(log)
+    msg = last_error(log)
     log.unlink(missing_ok=True)
     e.exit_code = invoke_code(msg) if msg else code
     e.finished = time.monotonic()

@@ -469,21 +469,12 @@ def cmd_exec(ctx: Any, args: argparse.Namespace) -> int:
 def _exec_result(eng: Any, rec: Any, code: int) -> int:
     """The runtime's exit is the process's, unless the runtime logged that it could not start it."""
     from pallet.engine.monitor.main import invoke_code
+    from pallet.engine.runtime_log import last_error
 
     logf = eng.rdir(rec.id) / "exec.log"
-    try:
-        lines = logf.read_text().splitlines()
-        logf.unlink()
-    except OSError:
-        return code
-    for line in reversed(lines):
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        if r.get("level") in ("error", "fatal"):
-            return invoke_code(str(r.get("msg", "")))
-    return code
+    msg = last_error(logf)
+    logf.unlink(missing_ok=True)
+    return invoke_code(msg) if msg else code
 
 
 def _exec_tty(eng: Any, rec: Any, argv: list[str], args: argparse.Namespace) -> int:

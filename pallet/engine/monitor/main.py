@@ -292,21 +292,9 @@ class Monitor:
         return _code(status)
 
     def runtime_error(self) -> str:
-        import json  # only on a failure: json pulls in re
+        from pallet.engine.runtime_log import last_error  # noqa: PLC0415 - on a failure only
 
-        try:
-            with open(self.cfg["runtime_log"], "rb") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            return ""
-        for line in reversed(lines):
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("level") in ("error", "fatal"):
-                return str(rec.get("msg", "")).strip()
-        return ""
+        return last_error(self.cfg["runtime_log"])
 
     # -- one run of the container ----------------------------------------------------------------
     def create(self) -> str | None:
