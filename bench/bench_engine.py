@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.scratch import scratch  # noqa: E402
+from bench.scratch import scratch, timed  # noqa: E402
 
 PALLET = str(Path(sys.executable).parent / "pallet")
 
@@ -79,19 +79,8 @@ class Engine:
         return p
 
     def run_true(self, extra: tuple[str, ...] = ()) -> float:
-        """One timed `run --rm … true`; a run that fails is retried (twice at most) and not timed:
-        other sessions on this host briefly mount a v1 hugetlb hierarchy that runc then trips on."""
-        for attempt in range(3):
-            t0 = time.perf_counter()
-            try:
-                self("run", *extra, "--rm", "--network", "none", self.image, "true")
-            except RuntimeError as e:
-                if attempt == 2:
-                    raise
-                print(f"retrying after: {str(e)[-160:]}", file=sys.stderr)
-                continue
-            return (time.perf_counter() - t0) * 1000
-        raise AssertionError("unreachable")
+        """One timed `run --rm … true` (bench.scratch.timed: a failed run is retried, not timed)."""
+        return timed(lambda: self("run", *extra, "--rm", "--network", "none", self.image, "true"))
 
 
 @contextlib.contextmanager

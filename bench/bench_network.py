@@ -22,7 +22,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.scratch import scratch  # noqa: E402
+from bench.scratch import scratch, timed  # noqa: E402
 from tests.helpers.net import free_subnet  # noqa: E402
 
 PALLET = str(Path(sys.executable).parent / "pallet")
@@ -43,20 +42,8 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return p
 
 
-def timed(argv: list[str]) -> float:
-    """One timed run; a failed one is retried (twice at most) and not timed (other sessions on this
-    host briefly mount a v1 hugetlb hierarchy that runc trips on)."""
-    for attempt in range(3):
-        t0 = time.perf_counter()
-        try:
-            _run(argv)
-        except RuntimeError as e:
-            if attempt == 2:
-                raise
-            print(f"retrying after: {str(e)[-160:]}", file=sys.stderr)
-            continue
-        return (time.perf_counter() - t0) * 1000
-    raise AssertionError("unreachable")
+def timed_run(argv: list[str]) -> float:
+    return timed(lambda: _run(argv))
 
 
 @contextlib.contextmanager
@@ -100,14 +87,14 @@ def main() -> int:
         try:
             _run([*pallet, "import", str(tar), "busybox"])
             cases: dict[str, Callable[[], float]] = {
-                "pallet --network none": lambda: timed(
+                "pallet --network none": lambda: timed_run(
                     [*pallet, "run", "--rm", "--network", "none", "busybox", "true"]
                 ),
-                "pallet bridge, cold": lambda: timed([*pallet, "run", "--rm", "busybox", "true"]),
+                "pallet bridge, cold": lambda: timed_run([*pallet, "run", "--rm", "busybox", "true"]),
             }
 
             def warm() -> float:
-                return timed([*pallet, "--root", f"{d}/pallet-warm", "run", "--rm", "busybox", "true"])
+                return timed_run([*pallet, "--root", f"{d}/pallet-warm", "run", "--rm", "busybox", "true"])
 
             _run([*pallet, "--root", f"{d}/pallet-warm", "import", str(tar), "busybox"])
             keeper = _run(
@@ -120,10 +107,10 @@ def main() -> int:
                 else _none() as dk
             ):
                 if dk is not None:
-                    cases["docker --network none"] = lambda: timed(
+                    cases["docker --network none"] = lambda: timed_run(
                         [*dk, "run", "--rm", "--network", "none", "bench-busybox", "true"]
                     )
-                    cases["docker bridge"] = lambda: timed([*dk, "run", "--rm", "bench-busybox", "true"])
+                    cases["docker bridge"] = lambda: timed_run([*dk, "run", "--rm", "bench-busybox", "true"])
                 names = list(cases)
                 times: dict[str, list[float]] = {n: [] for n in names}
                 for n in names:

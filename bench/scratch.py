@@ -1,5 +1,5 @@
 """What the engine benches share: pallet byte-compiled, a scratch dir with a busybox layer tar, and
-everything under it undone afterwards (mounts, files, the peers' cgroup parents)."""
+everything under it undone afterwards (mounts, files, the peers' cgroup parents); timed runs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import contextlib
 import shutil
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,3 +39,19 @@ def scratch(label: str) -> Iterator[tuple[Path, Path]]:
             subprocess.run(["umount", "-l", target], capture_output=True)
         shutil.rmtree(d, ignore_errors=True)
         remove_cgroups_naming(d.name)  # podman's libpod_parent
+
+
+def timed(run: Callable[[], object]) -> float:
+    """ms of one ``run()``; one that fails (raises RuntimeError) is retried, twice at most, and not
+    timed: other sessions on this host briefly mount a v1 hugetlb hierarchy that runc trips on."""
+    for attempt in range(3):
+        t0 = time.perf_counter()
+        try:
+            run()
+        except RuntimeError as e:
+            if attempt == 2:
+                raise
+            print(f"retrying after: {str(e)[-160:]}", file=sys.stderr)
+            continue
+        return (time.perf_counter() - t0) * 1000
+    raise AssertionError("unreachable")
