@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pallet.runtime.cgroups import open_manager
 from pallet.runtime.cgroups.oom import stream, watch_oom
 from tests.helpers.held import Held
 
@@ -127,23 +128,31 @@ def busy_loop_is_throttled(mgr: Manager, held: HeldFactory, cpu: dict[str, Any])
     return s
 
 
-def cpu_time_split(hi: Manager, lo: Manager, held: HeldFactory, sets: tuple[dict, dict]) -> tuple[int, int]:
-    """Two busy loops, one in each cgroup (``sets``: their cpu resources), until together they used
-    1 s of cpu time; the cpu time each used, in ns. Measured in cpu time, not wall time."""
-    procs = []
-    for m, cpu in zip((hi, lo), sets, strict=True):
-        h = held(busy_for(30))
-        m.apply(h.pid)
-        m.set({"cpu": cpu})
-        procs.append(h)
-    for h in procs:
-        h.release()
-    deadline = time.monotonic() + 30
-    while True:
-        used = [m.stats()["cpu"]["usage"]["total"] for m in (hi, lo)]
-        if sum(used) >= 1_000_000_000 or time.monotonic() > deadline:
-            return used[0], used[1]
-        time.sleep(0.05)
+def shares_split_cpu_time(token: str, held: HeldFactory, pin: dict[str, str]) -> None:
+    """Two busy loops on one cpu (``pin``: cpuset resources that put them there, if needed), one in a
+    cgroup with shares 2048 and one with 512 (cpu.weight after conversion on v2), until together they
+    used 1 s of cpu time: the first should get about 4 times the second, measured in cpu time."""
+    hi = open_manager(f"/{token}-hi", f"{token}-hi")
+    lo = open_manager(f"/{token}-lo", f"{token}-lo")
+    try:
+        procs = []
+        for m, shares in ((hi, 2048), (lo, 512)):
+            procs.append(held(busy_for(30)))
+            m.apply(procs[-1].pid)
+            m.set({"cpu": {"shares": shares, **pin}})
+        for h in procs:  # both placed first: neither gets a head start
+            h.release()
+        deadline = time.monotonic() + 30
+        used = [0, 0]
+        while sum(used) < 1_000_000_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            used = [m.stats()["cpu"]["usage"]["total"] for m in (hi, lo)]
+        ratio = used[0] / max(used[1], 1)
+        print(f"cpu time with shares 2048:512 = {used[0] / 1e9:.2f}s:{used[1] / 1e9:.2f}s, ratio {ratio:.2f}")
+        assert ratio > 2.0
+    finally:
+        hi.destroy()
+        lo.destroy()
 
 
 @contextlib.contextmanager

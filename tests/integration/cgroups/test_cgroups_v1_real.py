@@ -234,18 +234,7 @@ def test_writes_to_a_loop_device_are_throttled_and_accounted(mgr, held, token) -
 
 def test_cpu_shares_shift_cpu_time_between_two_competing_cgroups(token, leakcheck, held) -> None:
     """Two busy loops pinned to one cpu, shares 2048 against 512: the kernel should give about 4:1."""
-    hi = open_manager(f"/{token}-hi", f"{token}-hi")
-    lo = open_manager(f"/{token}-lo", f"{token}-lo")
-    try:
-        used = checks.cpu_time_split(
-            hi, lo, held, ({"shares": 2048, "cpus": "0"}, {"shares": 512, "cpus": "0"})
-        )
-        ratio = used[0] / max(used[1], 1)
-        print(f"cpu time with shares 2048:512 = {used[0] / 1e9:.2f}s:{used[1] / 1e9:.2f}s, ratio {ratio:.2f}")
-        assert ratio > 2.0
-    finally:
-        hi.destroy()
-        lo.destroy()
+    checks.shares_split_cpu_time(token, held, {"cpus": "0"})
 
 
 ROOTLESS_SCRIPT = """
