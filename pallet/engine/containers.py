@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pallet.engine import attach, spec
+from pallet.engine.network import BASE_HOSTS, has_sandbox
 from pallet.engine.store import ContainerStore, Record
 from pallet.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, PalletError
 
@@ -203,6 +204,7 @@ class Engine:
             "HostConfig": host,
             "Image": str(image.id),
             "Driver": self.images.snapshotter_name,
+            "NetworkSandbox": has_sandbox(host),  # records made before it have one: default True
         }
         rec = self.store.add(cid, self._name(name), full, {"Status": "created", "Incomplete": True})
         try:
@@ -210,15 +212,12 @@ class Engine:
             d.mkdir(parents=True)
             (d / "rootfs").mkdir()
             _atomic_write(d / "hostname", cfg["Hostname"] + "\n")
-            _atomic_write(
-                d / "hosts",
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
-            )
+            _atomic_write(d / "hosts", BASE_HOSTS)
             _atomic_write(d / "resolv.conf", _resolv_conf(host.get("NetworkMode") or "none"))
             self.images.prepare(cid, str(image.id))
             mounts = self._volumes(cid, cfg, host)
-            self.networks.attach(cid, rec.name, d, cfg, host)
+            if full["NetworkSandbox"]:
+                self.networks.attach(cid, rec.name, d, cfg, host)
             self.store.update_config(
                 cid, lambda c: c.update(Mounts=mounts), lambda s: s.pop("Incomplete", None)
             )
@@ -253,6 +252,8 @@ class Engine:
 
     def _sandbox(self, host: dict[str, Any], rec: Record) -> str:
         """The network namespace to join: ours, or with --network container:NAME that container's."""
+        if not rec.config.get("NetworkSandbox", True):
+            return ""
         mode = host.get("NetworkMode") or ""
         if not mode.startswith("container:"):
             return str(self.networks.ensure(rec.id))
@@ -464,8 +465,9 @@ class Engine:
     # -- remove --------------------------------------------------------------------------------
     def remove(self, ref: str, force: bool = False, volumes: bool = False, exited: bool = False) -> Record:
         """docker rm; ``exited``: the caller saw the container exit (its monitor, or the CLI of a
-        foreground ``run --rm``), so whatever the record still says, there is nothing to stop."""
-        rec = self.get(ref)
+        foreground ``run --rm``), so whatever the record still says, there is nothing to stop (and
+        no dead monitor to record first: the record is marked removing at once)."""
+        rec = self.store.get(ref) if exited else self.get(ref)
         st = self.status(rec)
         if st in ("running", "paused", "restarting") and not exited:
             if not force:
@@ -496,7 +498,8 @@ class Engine:
         if not (rec.config.get("HostConfig") or {}).get("CgroupParent"):
             _release_default_cgroup_parent()
         self._unmount_rootfs(cid)
-        self.networks.detach(cid)
+        if rec.config.get("NetworkSandbox", True):
+            self.networks.detach(cid)
         try:
             self.images.snapshots.remove(cid)
         except NotFound:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pallet.engine.network import bridge, cni, netns, ports
+from pallet.engine.network import BASE_HOSTS, bridge, cni, netns, ports
 from pallet.engine.network.store import NetworkStore
 from pallet.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 
@@ -31,10 +31,6 @@ DEFAULT = "bridge"
 PREDEFINED = ("bridge", "host", "none")
 AUTO_POOL = ipaddress.ip_network("10.89.0.0/16")  # carved into /24s, as podman's default pool
 LOCK = "/run/lock/pallet-network.lock"
-_BASE_HOSTS = (
-    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
-    "ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
-)
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -501,7 +497,7 @@ class Networks:
         if sb is None or sb["mode"].startswith("container:"):
             return
         files = Path(sb["files"])
-        lines = [_BASE_HOSTS.rstrip("\n")]
+        lines = [BASE_HOSTS.rstrip("\n")]
         eps = self.store.endpoints(cid=cid)
         # host-gateway: the host as the container reaches it, its first network's gateway (docker's
         # default bridge gateway); with --network host the host is the container's own loopback

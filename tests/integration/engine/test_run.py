@@ -3,7 +3,9 @@ exec, stop, rm; the core runs with pallet-runtime and with runc."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +104,32 @@ def test_run_flags(pallet: Pallet, workdir: Path) -> None:
     r = pallet.run("--rm", "--privileged", "busybox", "sh", "-c", "grep CapEff /proc/self/status")
     bounding = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("CapBnd:"))
     assert r.stdout.split()[1] == bounding  # all the engine has
+
+
+def test_network_none_and_host_keep_no_network_state(pallet: Pallet) -> None:
+    """--network none or host without network options: no sandbox record (create, start and rm never
+    open the network store), the engine's own hosts and resolv.conf; with --add-host or --dns, one."""
+
+    def sandboxes() -> int:
+        db = pallet.root / "engine" / "networks.db"
+        if not db.exists():
+            return 0
+        with contextlib.closing(sqlite3.connect(db)) as c:
+            return int(c.execute("SELECT count(*) FROM sandboxes").fetchone()[0])
+
+    plain, opts = pallet.name("plain"), pallet.name("opts")
+    pallet("create", "--name", plain, "--network", "host", "busybox", "cat", "/etc/hosts")
+    pallet("create", "--name", opts, "--network", "none", "--add-host", "db.example:10.1.2.3", "busybox",
+           "cat", "/etc/hosts")  # fmt: skip
+    assert sandboxes() == 1
+    assert pallet("start", "-a", plain).stdout.startswith("127.0.0.1\tlocalhost\n")
+    assert "10.1.2.3\tdb.example\n" in pallet("start", "-a", opts).stdout
+    assert json.loads(pallet("inspect", plain).stdout)[0]["NetworkSettings"]["Networks"] == {"host": {}}
+    pallet("rm", plain, opts)
+    assert sandboxes() == 0
+    r = pallet.run("--rm", "--network", "none", "--dns", "10.9.9.9", "busybox", "cat", "/etc/resolv.conf")
+    assert r.stdout.startswith("nameserver 10.9.9.9\n")
+    assert sandboxes() == 0
 
 
 def test_inprocess_runtime_keeps_the_runtime_state(pallet: Pallet) -> None:

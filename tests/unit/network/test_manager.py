@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pallet.engine.network import manager
+from pallet.engine.network import BASE_HOSTS, has_sandbox, manager
 from pallet.engine.network.manager import Networks, resolv_conf
 from pallet.errors import Conflict, InvalidArgument
 
@@ -66,6 +66,25 @@ def test_host_files_for_host_and_none_modes(nets: Networks, tmp_path: Path) -> N
         nets.attach("e" * 64, "e1", files, {}, {"NetworkMode": "bridge", "Aliases": ["x"]})
     with pytest.raises(InvalidArgument, match="port publishing"):
         nets.attach("f" * 64, "f1", files, {}, {"NetworkMode": "none", "PortSpecs": ["80"]})
+
+
+def test_none_and_host_without_options_need_no_sandbox(nets: Networks, tmp_path: Path) -> None:
+    for mode in ("", "none", "host"):
+        assert not has_sandbox({"NetworkMode": mode} if mode else {})
+    for mode in ("bridge", "default", "net-a", "container:web"):
+        assert has_sandbox({"NetworkMode": mode})
+    options = "PortSpecs PublishAllPorts IPAddress Aliases ExtraHosts Dns DnsSearch DnsOptions".split()
+    for key in options:
+        assert has_sandbox({"NetworkMode": "none", key: ["x"]}), key
+    # the engine skips attach for those: what attach would write is what the engine wrote at create
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "hosts").write_text(BASE_HOSTS)
+    (files / "resolv.conf").write_text("nameserver 10.0.0.1\n")
+    for i, mode in enumerate(("none", "host")):
+        nets.attach(str(i) * 64, f"c{i}", files, {"Hostname": "h"}, {"NetworkMode": mode})
+        assert (files / "hosts").read_text() == BASE_HOSTS
+        assert (files / "resolv.conf").read_text() == "nameserver 10.0.0.1\n"
 
 
 def test_resolv_conf_drops_localhost_resolvers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
