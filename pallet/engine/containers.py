@@ -211,9 +211,8 @@ class Engine:
             d = self.cdir(cid)
             d.mkdir(parents=True)
             (d / "rootfs").mkdir()
-            _atomic_write(d / "hostname", cfg["Hostname"] + "\n")
-            _atomic_write(d / "hosts", BASE_HOSTS)
-            _atomic_write(d / "resolv.conf", _resolv_conf(host.get("NetworkMode") or "none"))
+            if full["NetworkSandbox"]:  # the network manager keeps hosts and resolv.conf from here on
+                _etc_files(d, cfg, host, durable=True)
             self.images.prepare(cid, str(image.id))
             mounts = self._volumes(cid, cfg, host)
             if full["NetworkSandbox"]:
@@ -297,6 +296,8 @@ class Engine:
             from pallet.engine.volumes import copy_up
 
             copy_up(rootfs, rec.config.get("Mounts") or [])
+            if not rec.config.get("NetworkSandbox", True):
+                _etc_files(d, cfg, host, durable=False)
             host_with_mounts = host | {
                 "Mounts": rec.config.get("Mounts") or [],
                 "SandboxKey": self._sandbox(host, rec),
@@ -688,6 +689,15 @@ def _readline(fd: int) -> str:
             break
         buf += b
     return buf.decode(errors="replace").strip()
+
+
+def _etc_files(d: Path, cfg: dict[str, Any], host: dict[str, Any], durable: bool) -> None:
+    """hostname, hosts and resolv.conf, bind-mounted over the container's own. A container without
+    network state gets them at every start, as docker writes them: made from its record, they need
+    no fsync (a crash costs nothing that the next start does not write again)."""
+    _atomic_write(d / "hostname", cfg["Hostname"] + "\n", durable)
+    _atomic_write(d / "hosts", BASE_HOSTS, durable)
+    _atomic_write(d / "resolv.conf", _resolv_conf(host.get("NetworkMode") or "none"), durable)
 
 
 def _resolv_conf(network: str) -> str:

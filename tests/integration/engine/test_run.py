@@ -122,6 +122,9 @@ def test_network_none_and_host_keep_no_network_state(pallet: Pallet) -> None:
     pallet("create", "--name", opts, "--network", "none", "--add-host", "db.example:10.1.2.3", "busybox",
            "cat", "/etc/hosts")  # fmt: skip
     assert sandboxes() == 1
+    cid = pallet("inspect", "-f", "{{.Id}}", plain).stdout.strip()
+    for name in ("hostname", "hosts", "resolv.conf"):  # as an OS crash may leave them: each start writes them
+        (pallet.root / "containers" / cid / name).unlink(missing_ok=True)
     assert pallet("start", "-a", plain).stdout.startswith("127.0.0.1\tlocalhost\n")
     assert "10.1.2.3\tdb.example\n" in pallet("start", "-a", opts).stdout
     assert json.loads(pallet("inspect", plain).stdout)[0]["NetworkSettings"]["Networks"] == {"host": {}}
