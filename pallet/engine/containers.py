@@ -305,7 +305,8 @@ class Engine:
             oci = spec.generate(
                 rec.id, cfg | {"Name": rec.name}, host_with_mounts, rootfs, d, self._ns_pids(host)
             )
-            _atomic_write(d / "config.json", json.dumps(oci, indent=1), durable=False)
+            # compact: json's C encoder does not indent; indent=1 encodes in Python (0.25 ms against 0.04)
+            _atomic_write(d / "config.json", json.dumps(oci), durable=False)
             rdir = self.rdir(rec.id)
             rdir.mkdir(parents=True, exist_ok=True)
             log_opts = host.get("LogConfig", {}).get("Config", {})
