@@ -108,13 +108,21 @@ MOUNT_ATTR_STRICTATIME = 0x20
 MOUNT_ATTR_NODIRATIME = 0x80
 MOUNT_ATTR_IDMAP = 0x100000
 MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+FSOPEN_CLOEXEC = 0x1
+FSMOUNT_CLOEXEC = 0x1
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+CLONE_INTO_CGROUP = 0x200000000
+SIGCHLD = 17
 
 # x86_64 and aarch64 numbers of the syscalls libc does not wrap everywhere
 _NR = {
     "x86_64": {"pivot_root": 155, "pidfd_open": 434, "pidfd_send_signal": 424, "mount_setattr": 442,
-               "seccomp": 317, "open_tree": 428, "move_mount": 429, "keyctl": 250},
+               "seccomp": 317, "open_tree": 428, "move_mount": 429, "keyctl": 250, "fsopen": 430,
+               "fsconfig": 431, "fsmount": 432, "clone3": 435},
     "aarch64": {"pivot_root": 41, "pidfd_open": 434, "pidfd_send_signal": 424, "mount_setattr": 442,
-                "seccomp": 277, "open_tree": 428, "move_mount": 429, "keyctl": 219},
+                "seccomp": 277, "open_tree": 428, "move_mount": 429, "keyctl": 219, "fsopen": 430,
+                "fsconfig": 431, "fsmount": 432, "clone3": 435},
 }  # fmt: skip
 
 
@@ -129,6 +137,16 @@ class _MountAttr(ctypes.Structure):
         ("propagation", ctypes.c_uint64),
         ("userns_fd", ctypes.c_uint64),
     ]
+
+
+class _CloneArgs(ctypes.Structure):  # struct clone_args up to .cgroup (CLONE_ARGS_SIZE_VER2)
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in (
+            "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls",
+            "set_tid", "set_tid_size", "cgroup",
+        )
+    ]  # fmt: skip
 
 
 class _CapHeader(ctypes.Structure):
@@ -339,6 +357,67 @@ class Syscalls:
             f"move_mount {to_path}",
             to_path,
         )
+
+    def fsopen(self, fstype: str) -> int:
+        return _check(
+            self._libc.syscall(self._nr["fsopen"], _b(fstype), ctypes.c_uint(FSOPEN_CLOEXEC)),
+            f"fsopen {fstype}",
+        )
+
+    def fsconfig_set_string(self, fs_fd: int, key: str, value: str) -> None:
+        _check(
+            self._libc.syscall(
+                self._nr["fsconfig"], ctypes.c_int(fs_fd), ctypes.c_uint(FSCONFIG_SET_STRING), _b(key),
+                _b(value), ctypes.c_int(0),
+            ),
+            f"fsconfig {key}={value}",
+        )  # fmt: skip
+
+    def fsconfig_create(self, fs_fd: int) -> None:
+        _check(
+            self._libc.syscall(
+                self._nr["fsconfig"], ctypes.c_int(fs_fd), ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None,
+                ctypes.c_int(0),
+            ),
+            "fsconfig create",
+        )  # fmt: skip
+
+    def fsmount(self, fs_fd: int, attr_flags: int) -> int:
+        """A detached mount of the superblock made by fsopen/fsconfig: an fd, attached nowhere."""
+        return _check(
+            self._libc.syscall(
+                self._nr["fsmount"],
+                ctypes.c_int(fs_fd),
+                ctypes.c_uint(FSMOUNT_CLOEXEC),
+                ctypes.c_uint(attr_flags),
+            ),
+            "fsmount",
+        )
+
+    def fork_into_cgroup(self, cgroup_fd: int) -> int:
+        """os.fork() whose child starts in the cgroup v2 directory ``cgroup_fd`` (clone3 with
+        CLONE_INTO_CGROUP, Linux 5.7): no write to cgroup.procs, whose lock waits for an RCU grace
+        period (5-15 ms here). Returns the child's pid, 0 in the child.
+
+        Python's own fork bookkeeping runs around it, as os.fork does it (PyOS_BeforeFork and
+        PyOS_AfterFork_*: the import lock, the GIL and thread states, at-fork callbacks), and the call
+        goes through PyDLL, which keeps the GIL held across it. For a single-threaded caller only:
+        libc's fork handlers (its malloc locks) do not run.
+        """
+        api = ctypes.pythonapi
+        args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=SIGCHLD, cgroup=cgroup_fd)
+        clone3 = ctypes.PyDLL(None, use_errno=True).syscall
+        clone3.restype = ctypes.c_long
+        api.PyOS_BeforeFork()
+        pid = clone3(self._nr["clone3"], ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+        err = ctypes.get_errno()
+        if pid == 0:
+            api.PyOS_AfterFork_Child()
+            return 0
+        api.PyOS_AfterFork_Parent()
+        if pid < 0:
+            raise OSError(err, f"clone3: {os.strerror(err)}")
+        return int(pid)
 
     def raw(self) -> Any:
         """The libc handle, for the rare caller that needs a syscall not wrapped here."""

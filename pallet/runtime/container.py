@@ -195,21 +195,23 @@ class Runtime:
         sock: _socket.socket | None = None
         try:
             sd.lock()
+            if subreaper:
+                from pallet.linux.syscalls import PR_SET_CHILD_SUBREAPER, default
+
+                default().prctl(PR_SET_CHILD_SUBREAPER, 1)
+            # the init's interpreter (~12 ms) starts first, while we write the state and make the cgroups
+            stage1, sock = launcher.spawn_init(list(range(3, 3 + req.preserve_fds)), self.opts.root)
             sd.save(st)
             os.mkfifo(sd.fifo, 0o600)
             # the init opens it as the container's root, which a user namespace maps to another host uid
             os.chown(sd.fifo, _host_id(linux.get("uidMappings"), 0), _host_id(linux.get("gidMappings"), 0))
             os.chmod(sd.fifo, 0o622)
-            if subreaper:
-                from pallet.linux.syscalls import PR_SET_CHILD_SUBREAPER, default
-
-                default().prctl(PR_SET_CHILD_SUBREAPER, 1)
-            keep = list(range(3, 3 + req.preserve_fds))
-            stage1, sock = launcher.spawn_init(keep)
             mgr = self._open_cgroup(st)
+            placement: dict[str, Any] = {}
             if mgr is not None:
-                mgr.apply(stage1)
+                mgr.apply(0)  # the directories, limits set before anything runs in them
                 mgr.set(_cgroup_resources(linux))
+                placement = _place(mgr, stage1, "user" in namespaces)
                 st.cgroup_paths = dict(mgr.paths)
             hook_spec = spec.get("hooks") or {}
             boot = {
@@ -222,6 +224,7 @@ class Runtime:
                 "namespaces": namespaces,
                 "time_offsets": linux.get("timeOffsets"),
                 "cgroup_paths": st.cgroup_paths,
+                **placement,
                 "preserve_fds": req.preserve_fds,
                 "no_pivot": req.no_pivot,
                 "new_keyring": not req.no_new_keyring,
@@ -504,18 +507,20 @@ class Runtime:
             from pallet.linux.syscalls import PR_SET_CHILD_SUBREAPER, default
 
             default().prctl(PR_SET_CHILD_SUBREAPER, 1)
-        stage1, sock = launcher.spawn_init(list(range(3, 3 + preserve_fds)))
+        stage1, sock = launcher.spawn_init(list(range(3, 3 + preserve_fds)), self.opts.root)
         pid = 0
         master: int | None = None
         try:
             mgr = self._cgroup(st)
+            placement: dict[str, Any] = {}
             if mgr is not None and mgr.exists():
-                mgr.apply(stage1)
+                placement = _place(mgr, stage1, "user" in namespaces)
             sync.send(
                 sock,
                 {
                     "mode": "exec",
                     "target_pid": st.pid,
+                    **placement,
                     "join": namespaces,
                     "process": proc,
                     "preserve_fds": preserve_fds,
@@ -556,6 +561,31 @@ class Runtime:
     def _log(self, level: str, msg: str) -> None:
         if self.opts.log:
             self.opts.log(level, msg)
+
+
+def _place(mgr: Any, pid: int, userns: bool) -> dict[str, Any]:
+    """How the init ``pid`` gets into ``mgr``'s cgroups, made already: what the boot message says.
+
+    A move through cgroup.procs takes the kernel's threadgroup rwsem for writing, which waits for an
+    RCU grace period (5-15 ms here, more under load): once the longest step of a container start.
+    Two moves skip that lock, and the init makes both itself (init.py): a single-threaded process
+    that writes ``0`` to a v1 hierarchy's ``tasks`` file moves itself (``cgroup_join``), and
+    clone3(CLONE_INTO_CGROUP) starts the init's child in the v2 directory (``cgroup_v2``; the unified
+    one on a hybrid host). In a user namespace the init has lost the host's rights by the time it
+    forks: there the v2 move is ours, while its interpreter starts. Rootless: every move is ours, as
+    before, so that a controller this user cannot write is skipped (runc's rule).
+    """
+    if mgr.rootless or not mgr.paths:
+        if mgr.paths:
+            mgr.apply(pid)
+        return {}
+    v2, tasks = mgr.placement()
+    if v2 and userns:
+        from pallet.runtime.cgroups.common import write_file
+
+        write_file(v2, "cgroup.procs", str(pid), "v2" if mgr.version == 2 else "unified")
+        v2 = None
+    return {"cgroup_join": tasks, "cgroup_v2": v2}
 
 
 def _cgroup_resources(linux: dict[str, Any]) -> dict[str, Any]:

@@ -106,8 +106,64 @@ def _compile_seccomp(boot: dict[str, Any]) -> Compiled | None:
     )
 
 
+def _join_cgroups(tasks_files: list[str]) -> None:
+    """Into the container's v1 cgroups, by ourselves: ``0`` written to ``tasks`` by a single-threaded
+    process moves it without the lock that cgroup.procs takes (container._place says why). First
+    thing: before a user namespace takes the host's rights away, and before the mount namespace
+    changes what the paths name."""
+    for path in tasks_files:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise InitError(
+                f"cgroup: cannot join {os.path.dirname(path)}: {(e.strerror or str(e)).lower()}"
+            ) from e
+
+
+def _fork_into(sysc: Any, cgroup_v2: int) -> int:
+    """os.fork(), the child born in the cgroup v2 directory ``cgroup_v2`` (an fd; -1: none). Where
+    clone3 cannot do it (before Linux 5.7, a seccomp filter), the child moves itself the slow way."""
+    if cgroup_v2 < 0:
+        return os.fork()
+    try:
+        return int(sysc.fork_into_cgroup(cgroup_v2))
+    except OSError:
+        pass
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=cgroup_v2)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+    return pid
+
+
+def _enter_cgroup_ns(sysc: Any, ns: int | str | None) -> None:
+    """The cgroup namespace, made or joined by stage 2 once it is in the container's cgroups: a new
+    one's root is the cgroup its maker is in, and clone3 into a v2 cgroup (_fork_into) is refused by
+    a host mounted with nsdelegate unless both cgroups are in view of the caller's namespace."""
+    if ns is None:
+        return
+    try:
+        if ns == "new":
+            sysc.unshare(s.CLONE_NEWCGROUP)
+        else:
+            sysc.setns(int(ns), s.CLONE_NEWCGROUP)
+            os.close(int(ns))
+    except OSError as e:
+        raise InitError(f"{'unshare' if ns == 'new' else 'join'} cgroup namespace: {e.strerror}") from e
+
+
 def stage1(sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: Compiled | None) -> None:
     mode = boot["mode"]
+    _join_cgroups(boot.get("cgroup_join") or [])
+    v2 = boot.get("cgroup_v2")
+    cgroup_v2 = os.open(v2, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if v2 else -1
     if filt is not None and mode == "exec":
         filt.connect_listener()  # before joining the mount namespace: listenerPath is a host path
     if mode == "exec":
@@ -119,7 +175,10 @@ def stage1(sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: Compiled
             name = PROC_NS_NAME[t]
             path = f"/proc/{target}/ns/{name}"
             if os.path.exists(path) and os.stat(path).st_ino != os.stat(f"/proc/self/ns/{name}").st_ino:
-                _join(sysc, t, path)
+                if t == "cgroup":
+                    boot["_cgroup_ns"] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # stage 2's to join
+                else:
+                    _join(sysc, t, path)
     else:
         os.chdir(boot["bundle"])
         ns = boot["namespaces"]  # type -> path ("" means new)
@@ -139,11 +198,13 @@ def stage1(sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: Compiled
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
         for t in JOIN_ORDER:
-            if t != "user" and ns.get(t):
+            if t not in ("user", "cgroup") and ns.get(t):
                 _join(sysc, t, ns[t])
+        if "cgroup" in ns:
+            boot["_cgroup_ns"] = os.open(ns["cgroup"], os.O_RDONLY | os.O_CLOEXEC) if ns["cgroup"] else "new"
         flags = 0
         for t, path in ns.items():
-            if not path and t != "user":
+            if not path and t not in ("user", "cgroup"):
                 flags |= NS_FLAGS[t]
         if flags:
             try:
@@ -159,7 +220,7 @@ def stage1(sysc: Any, sock: _socket.socket, boot: dict[str, Any], filt: Compiled
                     f.write(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n")
     # a notify agent wants stage 2's pid as the runtime sees it, which stage 2 (in its pid ns) cannot know
     pid_pipe = os.pipe() if filt is not None else None
-    pid = os.fork()
+    pid = _fork_into(sysc, cgroup_v2)
     if pid:
         if pid_pipe is not None:
             os.close(pid_pipe[0])
@@ -225,6 +286,7 @@ def stage2_create(
     proc = spec["process"]
     ns = boot["namespaces"]
     os.setsid()
+    _enter_cgroup_ns(sysc, boot.get("_cgroup_ns"))
     if boot.get("new_keyring"):
         _join_keyring(sysc, boot["container_id"])
     if ns.get("network") == "":
@@ -325,6 +387,7 @@ def stage2_exec(
 ) -> None:
     proc = boot["process"]
     os.setsid()
+    _enter_cgroup_ns(sysc, boot.get("_cgroup_ns"))
     if "mount" in boot["join"]:
         os.chdir("/")
     process.set_rlimits(proc)

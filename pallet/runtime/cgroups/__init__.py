@@ -3,6 +3,9 @@
     mgr = open_manager(config_cgroups_path, container_id)
     mgr.apply(pid); mgr.set(resources); mgr.freeze(); mgr.thaw(); mgr.stats(); mgr.destroy()
 
+``apply(0)`` makes the directories only; ``placement()`` then says how a new process gets in without
+a write to cgroup.procs, whose lock costs an RCU grace period (runtime/launcher.py).
+
 ``open_manager`` only computes paths, so a later command re-opens the same manager from the same
 arguments; nothing exists on disk until ``apply``. Path rules are runc's: an absolute cgroupsPath is
 used as is under each hierarchy; a relative one (and the default, the container id) lives below the
@@ -45,8 +48,10 @@ class Manager(Protocol):
 
     version: int
     paths: dict[str, str]
+    rootless: bool
 
     def apply(self, pid: int) -> None: ...
+    def placement(self) -> tuple[str | None, list[str]]: ...
     def set(self, resources: dict[str, Any]) -> None: ...
     def freeze(self) -> None: ...
     def thaw(self) -> None: ...

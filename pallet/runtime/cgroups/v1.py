@@ -102,6 +102,12 @@ class V1Manager:
     def exists(self) -> bool:
         return any(os.path.isdir(d) for d in self.paths.values())
 
+    def placement(self) -> tuple[str | None, list[str]]:
+        """(the hybrid host's unified directory a process is born in with clone3, or None; the ``tasks``
+        files it writes ``0`` to, once per directory: co-mounted controllers share one)."""
+        unified = self.paths.get("")
+        return unified, [os.path.join(d, "tasks") for d in self._dirs() if d != unified]
+
     def _mount(self, controller: str) -> str:
         return os.path.join(self.root, controller or "unified")
 

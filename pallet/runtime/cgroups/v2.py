@@ -62,6 +62,10 @@ class V2Manager:
     def exists(self) -> bool:
         return os.path.isdir(self.path)
 
+    def placement(self) -> tuple[str | None, list[str]]:
+        """(the directory a process is born in with clone3, no v1 ``tasks`` files)."""
+        return self.path, []
+
     def apply(self, pid: int) -> None:
         rel = os.path.relpath(self.path, self.root)
         parts = [] if rel == "." else rel.split("/")

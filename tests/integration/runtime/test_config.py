@@ -225,9 +225,14 @@ def test_time_namespace_offsets(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
 def test_cgroups_path_places_and_removes_cgroup(rt: RuntimeCLI, bundle: Path, cid: str) -> None:
     set_config(bundle, process__args=["sleep", "600"], linux__cgroupsPath=f"/{cid}-cg")
     rt("run", "-d", "--bundle", str(bundle), cid)
-    pid = rt.state(cid)["pid"]
-    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    assert any(line.endswith(f"/{cid}-cg") for line in lines), lines
+    pid_file = bundle / "exec.pid"
+    rt("exec", "-d", "--pid-file", str(pid_file), cid, "sleep", "600")
+    # in every hierarchy the runtime manages (the v1 controllers, the v2 or hybrid unified one), for the
+    # container's process and for an exec'd one: the init joins them itself (runtime/container._place)
+    for pid in (rt.state(cid)["pid"], int(pid_file.read_text())):
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        managed = [line for line in lines if ":name=" not in line]
+        assert managed and all(line.endswith(f"/{cid}-cg") for line in managed), lines
     rt("delete", "--force", cid)
     assert not any(p.exists() for p in Path("/sys/fs/cgroup").glob(f"*/{cid}-cg"))
 
