@@ -119,18 +119,21 @@ def is_mountpoint(target: Path) -> bool:
 
 
 def unmount_all(target: Path) -> None:
-    """Unmount everything stacked on ``target``."""
-    while is_mountpoint(target):
+    """Unmount everything stacked on ``target``, until umount2 finds no mount there (EINVAL, "target
+    is not a mount point"; ENOENT: no target): no read of mountinfo before and after each one."""
+    sc = syscalls.default()
+    while True:
         try:
-            syscalls.default().umount2(str(target), 0)
+            sc.umount2(str(target), 0)
         except OSError as e:
-            if e.errno == errno.EINVAL and not is_mountpoint(target):
-                return  # another process (the monitor, a concurrent rm) unmounted it meanwhile
+            if e.errno in (errno.EINVAL, errno.ENOENT):
+                return  # nothing (left) mounted: another process (the monitor, a concurrent rm) may have
             try:
-                syscalls.default().umount2(str(target), syscalls.MNT_DETACH)
+                sc.umount2(str(target), syscalls.MNT_DETACH)  # busy: detach it
             except OSError as e2:
-                if e2.errno != errno.EINVAL or is_mountpoint(target):
+                if e2.errno not in (errno.EINVAL, errno.ENOENT):
                     raise
+                return
 
 
 @contextlib.contextmanager

@@ -158,3 +158,19 @@ def test_twenty_containers_add_only_their_upper_directories(
     # the image's layers are stored once; each container adds exactly what it wrote
     assert disk_usage(store).size - before == sum(range(1, 21))
     assert sorted(size for _, size in images.writable_snapshots()) == list(range(1, 21))
+
+
+def test_unmount_all_takes_every_stacked_mount(workdir: Path, leakcheck: None) -> None:
+    from pallet.image.mount import is_mountpoint
+    from pallet.image.snapshots import Mount
+
+    src, target = workdir / "src", workdir / "target"
+    src.mkdir()
+    target.mkdir()
+    for _ in range(2):
+        mount_all([Mount("bind", str(src), ["rbind", "rw"])], target)
+    assert is_mountpoint(target)
+    unmount_all(target)
+    assert not is_mountpoint(target)
+    unmount_all(target)  # nothing mounted, and no target at all: nothing to do
+    unmount_all(workdir / "missing")
