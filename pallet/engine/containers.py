@@ -213,7 +213,7 @@ class Engine:
             (d / "rootfs").mkdir()
             if full["NetworkSandbox"]:  # the network manager keeps hosts and resolv.conf from here on
                 _etc_files(d, cfg, host, durable=True)
-            self.images.prepare(cid, str(image.id))
+            self.images.prepare(cid, image)
             mounts = self._volumes(cid, cfg, host)
             if full["NetworkSandbox"]:
                 self.networks.attach(cid, rec.name, d, cfg, host)

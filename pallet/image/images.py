@@ -265,9 +265,10 @@ class Images:
         return ref
 
     # -- containers' snapshots ----------------------------------------------------------------------
-    def prepare(self, key: str, name: str) -> list[Mount]:
-        """A writable snapshot on top of an image: a container's rootfs (mount it, then run)."""
-        image = self.get(name)
+    def prepare(self, key: str, image: Image | str) -> list[Mount]:
+        """A writable snapshot on top of an image (or the image named so): a container's rootfs
+        (mount it, then run)."""
+        image = self.get(image) if isinstance(image, str) else image
         chain = image.chain_ids()
         with self.lease():
             if chain and not self._exists(str(chain[-1])):
