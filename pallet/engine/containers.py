@@ -229,6 +229,8 @@ class Engine:
 
     def _volumes(self, cid: str, cfg: dict[str, Any], host: dict[str, Any]) -> list[dict[str, Any]]:
         """docker's Mounts from -v, --mount, --volumes-from and the image's VOLUME (pallet.engine.volumes)."""
+        if not (host.get("Binds") or host.get("MountSpecs") or host.get("VolumesFrom") or cfg.get("Volumes")):
+            return []  # what Volumes.mounts reads: nothing to mount, and volumes.py is not loaded
         from pallet.engine.volumes import Volumes
 
         others = []
@@ -293,9 +295,10 @@ class Engine:
         rootfs = self._mount_rootfs(rec)
         d = self.cdir(rec.id)
         try:
-            from pallet.engine.volumes import copy_up
+            if rec.config.get("Mounts"):
+                from pallet.engine.volumes import copy_up
 
-            copy_up(rootfs, rec.config.get("Mounts") or [])
+                copy_up(rootfs, rec.config["Mounts"])
             if not rec.config.get("NetworkSandbox", True):
                 _etc_files(d, cfg, host, durable=False)
             host_with_mounts = host | {
@@ -506,7 +509,7 @@ class Engine:
             self.images.snapshots.remove(cid)
         except NotFound:
             pass
-        if volumes:
+        if volumes and rec.config.get("Mounts"):
             from pallet.engine.volumes import Volumes
 
             Volumes(self.root).release(cid, rec.config.get("Mounts") or [])
