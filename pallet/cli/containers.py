@@ -5,15 +5,15 @@ flags into docker's Config/HostConfig shapes, calls pallet.engine and prints as 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pallet.cli.format import human_size, inspect_each, print_rows, render, since
+from pallet.cli.grammar import REMAINDER, Command
 from pallet.engine.views import (
     command_text,
     container_inspect,
@@ -25,6 +25,9 @@ from pallet.engine.views import (
     when,
 )
 from pallet.errors import InvalidArgument, NotFound, PalletError
+
+if TYPE_CHECKING:  # argparse only when main needs it (help, errors)
+    import argparse
 
 PS_TABLE = (
     "table {{.ID}}\\t{{.Image}}\\t{{.Command}}\\t{{.RunningFor}}\\t{{.Status}}\\t{{.Ports}}\\t{{.Names}}"
@@ -756,7 +759,7 @@ def cmd_events(ctx: Any, args: argparse.Namespace) -> int:
 # -- registration ----------------------------------------------------------------------------------------------
 
 
-def _run_flags(p: argparse.ArgumentParser) -> None:
+def _run_flags(p: Command) -> None:
     a = p.add_argument
     a("-i", "--interactive", action="store_true")
     a("-t", "--tty", action="store_true")
@@ -814,14 +817,12 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 
     run_flags(p)  # -p/-P, --network-alias, --ip, --dns*, --add-host, --mount, --volumes-from
     a("image")
-    a("command", nargs=argparse.REMAINDER)
+    a("command", nargs=REMAINDER)
 
 
 def _verbs(sub: Any, prefix: str = "") -> None:
-    def verb(name: str, fn: Any, help: str, **kw: Any) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(
-            name, help=help, add_help=name not in ("run", "create"), **kw
-        )
+    def verb(name: str, fn: Any, help: str, **kw: Any) -> Command:
+        p: Command = sub.add_parser(name, help=help, add_help=name not in ("run", "create"), **kw)
         if name in ("run", "create"):
             p.add_argument("--help", action="help")
         p.set_defaults(func=fn)
@@ -877,7 +878,7 @@ def _verbs(sub: Any, prefix: str = "") -> None:
     p.add_argument("-u", "--user")
     p.add_argument("--privileged", action="store_true")
     p.add_argument("container")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("command", nargs=REMAINDER)
     p = verb("attach", cmd_attach, "attach to a running container's stdio")
     p.add_argument("--no-stdin", action="store_true")
     p.add_argument("container")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pallet.cli.format import ellipsis, human_size, print_inspect, print_rows, since
+from pallet.cli.grammar import Command
 from pallet.cli.parsing import add_verb as _verb
 from pallet.cli.parsing import confirm
 from pallet.engine.views import (
@@ -427,7 +428,7 @@ def cmd_snapshot_rm(ctx: Any, args: argparse.Namespace) -> int:
 # -- registration -------------------------------------------------------------------------------------------
 
 
-def _images_args(p: argparse.ArgumentParser) -> None:
+def _images_args(p: Command) -> None:
     p.add_argument("repository", nargs="?", help="REPOSITORY[:TAG]")
     p.add_argument("-a", "--all", action="store_true", help="show all images (no intermediate images exist)")
     p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")

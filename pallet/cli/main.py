@@ -1,20 +1,25 @@
 """``pallet``: the docker-compatible CLI. Parses arguments, calls the library, prints.
 
-Each module in COMMAND_MODULES registers its verbs with ``register(subparsers)``; a verb's
-function takes ``(ctx, args)`` and returns an exit status. Engine errors print ``Error: <message>``
-and exit 125, bad usage exits 1 (docker's conventions).
+Each module in COMMAND_MODULES registers its verbs with ``register(subparsers)``, into a recorded
+grammar (pallet.cli.grammar) that reads a plain command line itself; help, errors and rare spellings go
+to argparse, built from the same record (pallet.cli.argparser). A verb's function takes ``(ctx, args)``
+and returns an exit status. Engine errors print ``Error: <message>`` and exit 125, bad usage exits 1
+(docker's conventions).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import sys
-from pathlib import Path
-from typing import Any, NoReturn
 
+from pallet.cli.grammar import Command
 from pallet.errors import PalletError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: a start imports neither typing nor argparse
+    from typing import Any
+
+    from pallet.cli.argparser import Parser
 
 COMMAND_MODULES = [
     "pallet.cli.images",
@@ -24,9 +29,10 @@ COMMAND_MODULES = [
     "pallet.cli.networks",
     "pallet.cli.volumes",
 ]
-# the modules that register each command: only those are imported and built for a start (all of them
-# build ~15 ms of parsers); a command missing here (a typo, `pallet` alone) builds them all, for help
-# and argparse's error (tests/unit/test_cli_main.py checks this against what each module registers)
+# the modules that register each command: only those are imported and recorded for a start (and only
+# the command's own verbs replayed into argparse, ~0.4 ms each); a command missing here (a typo, `pallet`
+# alone) records them all, for help and argparse's error (tests/unit/test_cli_main.py checks this table
+# against what each module registers)
 _CON, _IMG, _REG = "pallet.cli.containers", "pallet.cli.images", "pallet.cli.registry"
 COMMANDS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(
@@ -43,20 +49,14 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "volume": ("pallet.cli.volumes",),
 }
 EXIT_ENGINE = 125
-EXIT_USAGE = 1
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        print(f"Error: {message}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
 
 
 class Context:
     """What every verb may need, made on first use so that `pallet --help` touches nothing."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: Any) -> None:
+        from pathlib import Path  # not for `pallet --help`
+
         self.root = Path(args.root)
         self.runroot = Path(args.runroot)
         self.debug = bool(args.debug)
@@ -90,51 +90,46 @@ def _command(argv: list[str]) -> str | None:
     return None
 
 
-class _Sink:
-    """What a verb's registration gets for a parser that this start will not use: it takes every call."""
-
-    def __getattr__(self, name: str) -> Any:
-        return self
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self
-
-
-class _OneCommand:
-    """The subparsers action, building the parser of one command only (argparse builds every parser
-    eagerly, ~0.4 ms each with its arguments); the others' registrations go to a _Sink."""
-
-    def __init__(self, sub: Any, command: str) -> None:
-        self._sub, self._command = sub, command
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sub, name)
-
-    def add_parser(self, name: str, **kwargs: Any) -> Any:
-        if name == self._command:
-            return self._sub.add_parser(name, **kwargs)
-        return _Sink()
-
-
-def build_parser(command: str | None = None) -> Parser:
-    """The parser; with ``command``, only the verbs of the modules that register it."""
-    p = Parser(prog="pallet", description="A container engine.")
+def grammar(command: str | None = None) -> Command:
+    """The recorded grammar; with ``command``, only the verbs of the modules that register it."""
+    p = Command(prog="pallet", description="A container engine.")
     p.add_argument("--root", default="/var/lib/pallet", help="engine state (default /var/lib/pallet)")
     p.add_argument("--runroot", default="/run/pallet", help="runtime state (default /run/pallet)")
     p.add_argument("--storage-driver", default=None, help="snapshotter: overlay, native or fuse-overlayfs")
     p.add_argument("-D", "--debug", action="store_true", help="print causes and tracebacks of errors")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
     modules = COMMANDS.get(command or "")
+    if modules:
+        sub.only = command
     for name in modules or COMMAND_MODULES:
-        importlib.import_module(name).register(_OneCommand(sub, command) if modules and command else sub)
+        __import__(name, fromlist=["register"]).register(sub)
     return p
+
+
+def build_parser(command: str | None = None) -> Parser:
+    """argparse's parser of the grammar; with ``command``, only the verbs of the modules that register it."""
+    from pallet.cli.argparser import build
+
+    return build(grammar(command))
+
+
+def parse(argv: list[str]) -> tuple[Any, Parser | None]:
+    """The arguments as argparse reads them, and argparse's parser where it was needed: help, a
+    version, an error, or a spelling the recorded grammar does not read itself."""
+    g = grammar(_command(argv))
+    args = g.parse(argv)
+    if args is not None and getattr(args, "func", None):
+        return args, None
+    from pallet.cli.argparser import build
+
+    parser = build(g)
+    return parser.parse_args(argv), parser
 
 
 def main(argv: list[str] | None = None) -> int:
     as_program = argv is None
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(_command(argv))
-    args = parser.parse_args(argv)
+    args, parser = parse(argv)
     code = _run(parser, args)
     threading = sys.modules.get("threading")
     if as_program and (threading is None or threading.active_count() == 1):
@@ -149,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _run(parser: Parser, args: argparse.Namespace) -> int:
+def _run(parser: Parser | None, args: Any) -> int:
     if not getattr(args, "func", None):
-        # `pallet` or `pallet image` alone: help, as docker prints it
-        getattr(args, "help_parser", parser).print_help()
+        # `pallet` or `pallet image` alone: help, as docker prints it (argparse's, as parse() made it)
+        help_parser: Any = getattr(args, "help_parser", parser)
+        help_parser.print_help()
         return 0
     ctx = Context(args)
     try:

@@ -3,9 +3,8 @@ volume flags of ``run``/``create`` (``run_flags`` adds them, ``apply`` puts them
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pallet.cli.format import inspect_each, print_rows
 from pallet.cli.parsing import add_verb as _verb
@@ -19,6 +18,11 @@ from pallet.engine.views import (
     port_rows,
 )
 from pallet.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    import argparse
+
+    from pallet.cli.grammar import Command
 
 LS_TABLE = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
 LS_HEADERS = {
@@ -115,7 +119,7 @@ def cmd_prune(ctx: Any, args: argparse.Namespace) -> int:
 # -- run/create flags ------------------------------------------------------------------------------------
 
 
-def run_flags(p: argparse.ArgumentParser) -> None:
+def run_flags(p: Command) -> None:
     a = p.add_argument
     a("--network-alias", "--net-alias", action="append", default=[])
     a("--add-host", action="append", default=[])

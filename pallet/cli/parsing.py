@@ -1,20 +1,20 @@
-"""What the `pallet` command modules share: argparse pieces, docker's prompt, and its rm loop."""
+"""What the `pallet` command modules share: a verb's registration, docker's prompt, and its rm loop."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pallet.errors import PalletError
 
+if TYPE_CHECKING:
+    from pallet.cli.grammar import Command
 
-def add_verb(
-    sub: Any, name: str, func: Any, help: str, aliases: list[str] | None = None
-) -> argparse.ArgumentParser:
+
+def add_verb(sub: Any, name: str, func: Any, help: str, aliases: list[str] | None = None) -> Command:
     """A subcommand whose parsed arguments carry the function that runs it."""
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help, aliases=aliases or [])
+    p: Command = sub.add_parser(name, help=help, aliases=aliases or [])
     p.set_defaults(func=func)
     return p
 

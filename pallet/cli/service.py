@@ -4,14 +4,16 @@ restores containers as dockerd does (``pallet system restore``: pallet.engine.re
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pallet.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    import argparse
 
 DEFAULT_HOST = "unix:///run/pallet/docker.sock"
 
@@ -88,7 +90,7 @@ def register(sub: Any) -> None:
         system = sub.add_parser("system", help="manage pallet")
         system.set_defaults(help_parser=system)
         system.add_subparsers(dest="system_command", metavar="COMMAND", parser_class=type(system))
-    ssub = next(a for a in system._actions if isinstance(a, argparse._SubParsersAction))
+    ssub = system.subcommands  # the recorded group (pallet.cli.grammar.Command)
     p = ssub.add_parser("service", help="serve the Docker Engine API on a unix socket")
     p.set_defaults(func=cmd_service)
     p.add_argument("-H", "--host", default=DEFAULT_HOST, help=f"where to listen (default {DEFAULT_HOST})")

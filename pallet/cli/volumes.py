@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pallet.cli.format import human_size, inspect_each, print_rows
 from pallet.cli.parsing import add_verb as _verb
 from pallet.cli.parsing import confirm, remove_each
 from pallet.engine.views import volume_filter
 from pallet.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    import argparse
 
 LS_TABLE = "table {{.Driver}}\t{{.Name}}"
 LS_HEADERS = {"Driver": "DRIVER", "Name": "VOLUME NAME", "Mountpoint": "MOUNTPOINT", "Labels": "LABELS"}

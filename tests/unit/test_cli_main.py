@@ -1,4 +1,4 @@
-"""pallet.cli.main builds the parsers of the command in use only: its command table must match what
+"""pallet.cli.main records the grammar of the command in use only: its command table must match what
 each command module registers, and a parser built for one command must parse like the full one."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from pallet.cli.main import COMMAND_MODULES, COMMANDS, Parser, _command, build_parser
+from pallet.cli.grammar import Command
+from pallet.cli.main import COMMAND_MODULES, COMMANDS, _command, build_parser
 
 
 def test_command_table_matches_the_modules() -> None:
     registered: dict[str, set[str]] = {}
     for name in COMMAND_MODULES:
-        p = Parser(prog="pallet")
-        sub = p.add_subparsers(dest="command", parser_class=Parser)
+        sub = Command(prog="pallet").add_subparsers(dest="command")
         importlib.import_module(name).register(sub)
         for command in sub.choices:
             registered.setdefault(command, set()).add(name)
