@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+from pallet import __version__
 from pallet.cli.grammar import Command
 from pallet.errors import PalletError
 
@@ -97,6 +98,10 @@ def grammar(command: str | None = None) -> Command:
     p.add_argument("--runroot", default="/run/pallet", help="runtime state (default /run/pallet)")
     p.add_argument("--storage-driver", default=None, help="snapshotter: overlay, native or fuse-overlayfs")
     p.add_argument("-D", "--debug", action="store_true", help="print causes and tracebacks of errors")
+    version = f"Pallet version {__version__}"
+    p.add_argument(
+        "-v", "--version", action="version", version=version, help="print version information and quit"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     modules = COMMANDS.get(command or "")
     if modules:

@@ -271,6 +271,7 @@ def test_the_quick_reading_is_argparses(grammars: dict[Any, tuple[Command, Parse
     [
         ["run", "--rm", "busybox", "true"],
         ["run", "--help"],
+        ["--version"],
         ["image"],
         ["bogus"],
         ["rm", "c1", "-f", "c2"],

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from pallet.cli.grammar import Command
-from pallet.cli.main import COMMAND_MODULES, COMMANDS, _command, build_parser
+from pallet.cli.main import COMMAND_MODULES, COMMANDS, _command, build_parser, main
 
 
 def test_command_table_matches_the_modules() -> None:
@@ -51,3 +51,13 @@ def test_one_command_parses_as_the_full_parser(argv: list[str], monkeypatch: pyt
         return {k: v for k, v in ns.items() if k != "help_parser"}
 
     assert parsed(build_parser(_command(argv))) == parsed(build_parser())
+
+
+def test_version_prints_as_docker_does(capsys: pytest.CaptureFixture[str]) -> None:
+    from pallet import __version__
+
+    for flag in ("--version", "-v"):
+        with pytest.raises(SystemExit) as e:
+            main([flag])
+        assert e.value.code == 0
+        assert capsys.readouterr().out == f"Pallet version {__version__}\n"
