@@ -292,8 +292,16 @@ class Engine:
         if rec.state.get("HasBeenManuallyStopped"):  # docker's flag for unless-stopped (engine.restore)
             self.store.update_state(rec.id, lambda s: s.pop("HasBeenManuallyStopped", None))
         cfg, host = rec.config["Config"], rec.config["HostConfig"]
-        rootfs = self._mount_rootfs(rec)
-        d = self.cdir(rec.id)
+        d, rdir = self.cdir(rec.id), self.rdir(rec.id)
+        rdir.mkdir(parents=True, exist_ok=True)
+        # the monitor-to-be first, its container's init starting while we make the bundle (launch.py)
+        launch = self._launch(rec, str(d / "monitor.cfg"), str(rdir / "monitor.err"), early_only=True)
+        try:
+            rootfs = self._mount_rootfs(rec)
+        except BaseException:
+            if launch is not None:
+                launch.abort()
+            raise
         try:
             if rec.config.get("Mounts"):
                 from pallet.engine.volumes import copy_up
@@ -310,8 +318,6 @@ class Engine:
             )
             # compact: json's C encoder does not indent; indent=1 encodes in Python (0.25 ms against 0.04)
             _atomic_write(d / "config.json", json.dumps(oci), durable=False)
-            rdir = self.rdir(rec.id)
-            rdir.mkdir(parents=True, exist_ok=True)
             log_opts = host.get("LogConfig", {}).get("Config", {})
             mcfg = {
                 "id": rec.id,
@@ -343,7 +349,8 @@ class Engine:
                 "image": str(cfg.get("Image", "")),
             }
             _atomic_write(d / "monitor.cfg", marshal.dumps(mcfg), durable=False)
-            sync = self._spawn_monitor(str(d / "monitor.cfg"), str(rdir / "monitor.err"), mcfg)
+            sync = launch.go() if launch is not None else self._spawn_monitor(rec, d, rdir)
+            launch = None
             line = _readline(sync)
             if not line.startswith("created "):
                 os.close(sync)
@@ -355,6 +362,8 @@ class Engine:
                     self._start_failed(rec, line)
                 sync = -1
         except BaseException:
+            if launch is not None:
+                launch.abort()
             if not _alive(self.store.get(rec.id).state.get("MonitorPid", 0), rec.id):
                 self._unmount_rootfs(rec.id)
             raise
@@ -375,49 +384,52 @@ class Engine:
         if line != "started":
             self._start_failed(rec, line)
 
-    def _spawn_monitor(self, cfg_path: str, errors: str, mcfg: dict[str, Any]) -> int:
-        """A running monitor under our runroot forks the new one (monitor/sibling.py: the monitors
-        share their pages); else fork, setsid, fork (conmon's detach: the monitor is no child of ours
-        and leads no terminal), make it a child subreaper — kept across execve — and exec the monitor
-        under ``python -S``, its first create already started (inproc.Early) where it can be. Returns the
-        read end of its sync pipe. Between fork and exec: syscalls only, and Early's fork."""
-        from pallet.engine.monitor import inproc, sibling
-        from pallet.linux import syscalls
+    def _spawn_monitor(self, rec: Record, d: Path, rdir: Path) -> int:
+        """The monitor, once the bundle and its config are written, where no Launch was made first: a
+        running monitor under our runroot forks it (monitor/sibling.py: the monitors share their
+        pages), else a Launch execs one. Returns the read end of its sync pipe."""
+        from pallet.engine.monitor import sibling
 
+        cfg_path, errors = str(d / "monitor.cfg"), str(rdir / "monitor.err")
         r, w = os.pipe()
         if sibling.request(str(self.runroot), cfg_path, errors, w):  # forked by a running monitor
             os.close(w)
             return r
-        sc = syscalls.default()
-        threading = sys.modules.get("threading")
-        single = threading is None or threading.active_count() == 1  # never fork the API service
-        early = inproc.Early(mcfg) if single and mcfg["runtime_root"] and not mcfg["tty"] else None
-        os.set_inheritable(w, True)
-        argv = [sys.executable, "-S", "-c", _MONITOR_BOOT, "pallet-monitor", cfg_path, str(w)]
-        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        err = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.setsid()
-                if os.fork() > 0:
-                    os._exit(0)
-                sc.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
-                if early is not None:
-                    argv.append(early.fork())
-                os.dup2(null, 0)
-                os.dup2(null, 1)
-                os.dup2(err, 2)
-                os.execv(argv[0], argv)
-            finally:
-                os._exit(127)
+        os.close(r)
         os.close(w)
-        os.close(null)
-        os.close(err)
-        if early is not None:
-            early.close()  # the monitor reads create's result to EOF: our copies must go first
-        os.waitpid(pid, 0)  # the first child exits at once
-        return r
+        launch = self._launch(rec, cfg_path, errors, early_only=False)
+        assert launch is not None
+        return int(launch.go())
+
+    def _launch(self, rec: Record, cfg_path: str, errors: str, *, early_only: bool) -> Any:
+        """A monitor/launch.Launch: with an inproc.Early where pallet-runtime runs in-process, without a
+        tty, from a single-threaded process (never fork the API service). ``early_only``: None instead
+        where there is no Early, or where a running monitor would fork the new one (sibling.py)."""
+        from pallet.engine.monitor import sibling
+        from pallet.engine.monitor.inproc import Early
+        from pallet.engine.monitor.launch import Launch
+
+        threading = sys.modules.get("threading")
+        single = threading is None or threading.active_count() == 1
+        root = self.inproc_root(rec)
+        eligible = single and root is not None and not rec.config["Config"].get("Tty")
+        if early_only and (not eligible or sibling.running(str(self.runroot))):
+            return None
+        rdir = Path(errors).parent
+        early = None
+        if eligible:
+            early = Early(
+                {
+                    "id": rec.id,
+                    "db": str(self.root / "engine" / "containers.db"),
+                    "bundle": str(Path(cfg_path).parent),
+                    "runtime_root": root,
+                    "runtime_log": str(rdir / "runtime.log"),
+                    "pid_file": str(rdir / "init.pid"),
+                    "stdin": bool(rec.config["Config"].get("OpenStdin")),
+                }
+            )
+        return Launch([sys.executable, "-S", "-c", _MONITOR_BOOT, "pallet-monitor", cfg_path], errors, early)
 
     # -- stop, kill, wait ------------------------------------------------------------------------
     def stop(self, ref: str, timeout: float | None = None, sig: str | None = None) -> Record:

@@ -165,9 +165,13 @@ class Runtime:
         return st.oci_state(status)
 
     # -- create -------------------------------------------------------------------------------
-    def create(self, req: CreateRequest, *, subreaper: bool = False) -> tuple[State, StateDir, int | None]:
+    def create(
+        self, req: CreateRequest, *, subreaper: bool = False, init: tuple[int, _socket.socket] | None = None
+    ) -> tuple[State, StateDir, int | None]:
         """Set up the container up to the point where its init waits for `start`.
 
+        ``init``: an init spawned earlier (launcher.spawn_init) by a process that reaps it, so that its
+        interpreter started sooner (the engine's monitor-to-be, monitor/inproc.Early).
         Returns the state, its directory, and the pty master fd when the caller relays the console.
         On any failure nothing is left behind: process, cgroup and state directory are removed.
         """
@@ -200,7 +204,7 @@ class Runtime:
 
                 default().prctl(PR_SET_CHILD_SUBREAPER, 1)
             # the init's interpreter (~12 ms) starts first, while we write the state and make the cgroups
-            stage1, sock = launcher.spawn_init(list(range(3, 3 + req.preserve_fds)), self.opts.root)
+            stage1, sock = init or launcher.spawn_init(list(range(3, 3 + req.preserve_fds)), self.opts.root)
             sd.save(st)
             os.mkfifo(sd.fifo, 0o600)
             # the init opens it as the container's root, which a user namespace maps to another host uid
@@ -245,7 +249,7 @@ class Runtime:
                     sync.send(sock, {"type": "userns-mapped"})
                 elif kind == "pid":
                     init_pid = msg["pid"]
-                    os.waitpid(stage1, 0)
+                    _wait_gone(stage1)  # not always our child (``init``): a pidfd tells its exit
                     stage1 = 0
                     st.pid = init_pid
                     st.pid_start = proc_start_time(init_pid) or 0

@@ -48,6 +48,17 @@ def token() -> bytes:
     return b" ".join(parts)
 
 
+def running(runroot: str) -> bool:
+    """Whether a monitor may run under ``runroot``: one whose attach socket exists, which ``request``
+    would ask (a socket left by a killed monitor only makes the engine ask in vain, then exec one)."""
+    base = os.path.join(runroot, "c")
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return False
+    return any(os.path.exists(os.path.join(base, name, "attach")) for name in names)
+
+
 def request(runroot: str, cfg_path: str, errors: str, sync_w: int) -> bool:
     """Ask a running monitor under ``runroot`` to fork the monitor for ``cfg_path``; False if none
     would (then exec one). The asked monitor answers ``F`` before it forks: no answer (it was exiting,
