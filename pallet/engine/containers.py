@@ -264,11 +264,14 @@ class Engine:
         return str(self.networks.sandbox_key(other.id) or f"/proc/{other.state.get('Pid', 0)}/ns/net")
 
     def _mount_rootfs(self, rec: Record) -> Path:
-        from pallet.image.mount import is_mountpoint, mount_all
+        from pallet.image.mount import is_mountpoint, mount_all, volatile
 
         target = self.cdir(rec.id) / "rootfs"
         if not is_mountpoint(target):
-            mount_all(self.images.snapshots.mounts(rec.id), target)
+            mounts = self.images.snapshots.mounts(rec.id)
+            if (rec.config.get("HostConfig") or {}).get("AutoRemove"):
+                mounts = volatile(mounts)  # --rm: nothing it writes is kept, so nothing to sync
+            mount_all(mounts, target)
         return target
 
     def _unmount_rootfs(self, cid: str) -> None:

@@ -11,6 +11,7 @@ import errno
 import os
 import re
 import resource
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,9 +90,36 @@ def _mount_fuse(m: Mount, target: str) -> None:
         raise Internal(f"fuse-overlayfs on {target}: {r.stderr.strip() or 'failed'}")
 
 
+def volatile(mounts: list[Mount]) -> list[Mount]:
+    """The mounts with overlay's ``volatile`` (Linux 5.10), for a root whose writes are thrown away
+    (``--rm``): its unmount then skips the sync of the whole filesystem its upper directory is on
+    (umount2 took 2.4 ms median here, up to 13 ms while other processes wrote; 0.2 ms volatile).
+    The kernel leaves ``work/incompat/volatile`` in the workdir and refuses the next mount of that
+    upper while it is there (a crash may have lost its writes); such an upper is disposable, so the
+    marker goes before each mount (the documented way to reuse one)."""
+    out = []
+    for m in mounts:
+        work = m.option("workdir") if m.type == "overlay" else None
+        if work:
+            shutil.rmtree(os.path.join(work, "work", "incompat", "volatile"), ignore_errors=True)
+            m = Mount(m.type, m.source, [*m.options, "volatile"])
+        out.append(m)
+    return out
+
+
 def mount_all(mounts: list[Mount], target: Path) -> None:
     for m in mounts:
-        if m.type == "bind":
+        if m.type == "overlay" and "volatile" in m.options:
+            try:
+                _mount_overlay(m, str(target))
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                # a kernel before 5.10 knows no volatile: the mount as it is without
+                _mount_overlay(
+                    Mount(m.type, m.source, [o for o in m.options if o != "volatile"]), str(target)
+                )
+        elif m.type == "bind":
             flags, _ = _flags(m.options)
             sc = syscalls.default()
             sc.mount(m.source, str(target), None, flags & ~syscalls.MS_RDONLY)

@@ -135,6 +135,21 @@ def test_network_none_and_host_keep_no_network_state(pallet: Pallet) -> None:
     assert sandboxes() == 0
 
 
+def test_rm_containers_root_is_volatile_and_mounts_again(pallet: Pallet, workdir: Path) -> None:
+    """--rm: the root's overlay is volatile (its unmount does not sync the host's filesystem), and
+    mounting it again works although the kernel marks such an upper as not to be reused: cp mounts
+    and unmounts it before the start mounts it once more."""
+    name = pallet.name("vol")
+    pallet("create", "--rm", "--name", name, "busybox", "sh", "-c", "grep ' / ' /proc/self/mountinfo; cat /x")
+    (workdir / "x").write_text("copied in\n")
+    pallet("cp", str(workdir / "x"), f"{name}:/x")
+    out = pallet("start", "-a", name).stdout.splitlines()
+    root = next(line for line in out if " / " in line)
+    opts = root.split(" - ")[1].split()[2].split(",")
+    assert "volatile" in opts or "fsync=volatile" in opts, root  # 6.x kernels show fsync=volatile
+    assert out[-1] == "copied in"
+
+
 def test_inprocess_runtime_keeps_the_runtime_state(pallet: Pallet) -> None:
     """pallet-runtime's verbs run inside the monitor's child, yet its own CLI sees the same state."""
     name = pallet.name("state")
