@@ -109,19 +109,18 @@ def create_then_start(
 class Early:
     """``create_then_start`` forked by the engine from the monitor-to-be, before that execs the monitor:
     the create runs in a child of the CLI, which has the runtime's modules (json, ctypes, …) loaded
-    already, while the monitor's interpreter starts beside it (~20 ms of a `run` here).
+    already, while the monitor's interpreter starts beside it.
 
     The engine makes it (``Early(mcfg)``: every import and every pipe before the fork) where the
     monitor would run pallet-runtime in-process, with pipes for stdio (no tty), from a process that
-    is single-threaded; in the forked child, after the subreaper flag is set — so that the init is
-    re-parented to the monitor — ``fork()`` starts the create and returns the argument that tells the
-    monitor what it adopts (``pid,result,go,stdout,stderr,stdin``: its Monitor.create reads the result
-    as it would from its own child). The engine closes its copies (``close()``) once the monitor runs.
-
-    Sooner still, the monitor-to-be spawns the container's init (``spawn_init``) as soon as it is
-    forked, before the engine mounts the rootfs and writes the spec: the init's interpreter (~12 ms)
-    starts meanwhile, and the create adopts it (``Runtime.create(init=...)``). The init is the
-    monitor's child, reaped by it; if the engine gives up first, ``abandon()`` kills it.
+    is single-threaded, as soon as it starts the container: before it mounts the rootfs and writes
+    the spec (monitor/launch.py). In the monitor-to-be, after the subreaper flag is set — so that the
+    init is re-parented to the monitor — ``fork()`` starts the create child and returns the argument
+    that tells the monitor what it adopts (``pid,result,go,stdout,stderr,stdin``: its Monitor.create
+    reads the result as it would from its own child). The child spawns the container's init at once,
+    whose interpreter (~12 ms) starts while the engine makes the bundle, then waits for the engine's
+    ``go()``: the create adopts the init (``Runtime.create(init=...)``). EOF instead (the engine gave
+    up): it kills the init and exits. The engine closes its copies (``close()``) once the monitor runs.
     """
 
     def __init__(self, mcfg: dict[str, object]) -> None:
@@ -149,50 +148,45 @@ class Early:
             self.in_r, self.in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
         self.result_r, self.result_w = os.pipe2(os.O_CLOEXEC)
         self.go_r, self.go_w = os.pipe2(os.O_CLOEXEC)
-        self.init: tuple[int, Any] | None = None
-
-    def spawn_init(self) -> None:
-        """In the monitor-to-be, a subreaper: the container's init, waiting for its boot message, with
-        the container's stdio (the monitor-to-be takes its own before it execs)."""
-        from pallet.runtime import launcher
-
-        for target, fd in enumerate((self.in_r, self.out_w, self.err_w)):
-            os.dup2(fd, target)
-        self.init = launcher.spawn_init([], self.root)
-
-    def abandon(self) -> None:
-        """In the monitor-to-be, when the engine gave up: no init left behind."""
-        if self.init is not None:
-            os.kill(self.init[0], 9)
-            os.waitpid(self.init[0], 0)
+        self.bundle_r, self.bundle_w = os.pipe2(os.O_CLOEXEC)  # the engine's go: the bundle is written
 
     def fork(self) -> str:
-        """In the monitor-to-be, a subreaper: start the create; the monitor's argument for it."""
+        """In the monitor-to-be, a subreaper: start the create child; the monitor's argument for it."""
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 for target, fd in enumerate((self.in_r, self.out_w, self.err_w)):
                     os.dup2(fd, target)
-                for fd in (self.result_r, self.go_w, self.out_r, self.err_r, self.in_w):
+                for fd in (self.result_r, self.go_w, self.out_r, self.err_r, self.in_w, self.bundle_w):
                     if fd >= 0:
                         os.close(fd)
-                code = create_then_start(
-                    self.root, self.log, self.args, self.result_w, self.go_r, self.db, self.init
-                )
+                from pallet.runtime import launcher
+
+                init = launcher.spawn_init([], self.root)
+                if os.read(self.bundle_r, 1) != b"g":  # EOF: the engine gave up (or died)
+                    os.kill(init[0], 9)
+                    os.waitpid(init[0], 0)
+                    code = 0
+                else:
+                    code = create_then_start(
+                        self.root, self.log, self.args, self.result_w, self.go_r, self.db, init
+                    )
             finally:
                 os._exit(code)
-        if self.init is not None:
-            self.init[1].close()  # the create's now
         kept = (self.result_r, self.go_w, self.out_r, self.err_r, self.in_w)
         for fd in kept:
             if fd >= 0:
                 os.set_inheritable(fd, True)
         return ",".join(str(x) for x in (pid, *kept))
 
+    def go(self) -> None:
+        """In the engine: the bundle is written, the create may begin."""
+        os.write(self.bundle_w, b"g")
+
     def close(self) -> None:
         for fd in (self.out_r, self.out_w, self.err_r, self.err_w, self.in_r, self.in_w):
             if fd >= 0:
                 os.close(fd)
-        for fd in (self.result_r, self.result_w, self.go_r, self.go_w):
+        for fd in (self.result_r, self.result_w, self.go_r, self.go_w, self.bundle_r, self.bundle_w):
             os.close(fd)

@@ -862,14 +862,23 @@ class Monitor:
 def main(argv: list[str] | None = None) -> int:
     """Run as ``pallet-monitor CONFIG SYNC_FD`` by the engine, already detached and a subreaper."""
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) not in (2, 3):
+    if len(argv) not in (2, 3, 4):
         print(
-            "usage: pallet-monitor CONFIG SYNC_FD [EARLY] (started by pallet, not by hand)", file=sys.stderr
+            "usage: pallet-monitor CONFIG SYNC_FD [EARLY [GO_FD]] (started by pallet, not by hand)",
+            file=sys.stderr,
         )
         return 2
     sync_fd = int(argv[1])
     os.set_inheritable(sync_fd, False)  # inherited across our exec only: not into the runtime or container
-    return run(argv[0], sync_fd, argv[2] if len(argv) == 3 else "")
+    if len(argv) == 4:
+        # exec'd before the engine wrote our config (monitor/launch.py): wait for its word; EOF: it gave up
+        go = int(argv[3])
+        os.set_inheritable(go, False)
+        word = os.read(go, 1)
+        os.close(go)
+        if word != b"g":
+            return 0
+    return run(argv[0], sync_fd, argv[2] if len(argv) >= 3 else "")
 
 
 def run(cfg_path: str, sync_fd: int, early: str = "") -> int:
