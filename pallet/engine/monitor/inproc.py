@@ -76,17 +76,18 @@ def create_then_start(
     """``create`` then, when the monitor says so, ``start`` — one child, one import of the runtime, for
     both verbs (~15 ms each here). The protocol, over two pipes:
 
-      child → monitor (result_w): create's exit code (``0``/``1``), then EOF
+      child → monitor (result_w): create's exit code (``0``/``1``) and a newline; after a start, its
+                                  code and a newline; then EOF
       monitor → child (go_r):     the state to record once started (marshal), then EOF; EOF alone:
                                   do not start (the monitor gave up, or died: the container stays created)
 
     The record of the running state is written here, after a successful start, so that the monitor
     needs no second child (and no second import of SQLite) for it; the store is imported while the
-    monitor waits for its client to attach.
+    monitor waits for its client to attach. Start's code goes first, so that the monitor can tell
+    "started" while the record is written; it waits for this child before it records anything else.
     """
     code = run_verb(root, log_path, args, init)
-    os.write(result_w, b"%d" % code)
-    os.close(result_w)
+    os.write(result_w, b"%d\n" % code)
     if code != 0:
         return code
     from pallet.engine.store import record_state
@@ -98,6 +99,8 @@ def create_then_start(
         return 0
     fields = marshal.loads(b"".join(chunks))
     code = run_verb(root, log_path, ["start", args[-1]])
+    os.write(result_w, b"%d\n" % code)
+    os.close(result_w)
     if code == 0:
         try:
             record_state(db, args[-1], fields)

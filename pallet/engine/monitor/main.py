@@ -98,6 +98,14 @@ def _fds(anc: list[tuple[int, int, bytes]]) -> list[int]:
     return out
 
 
+def _line(fd: int) -> bytes:
+    """One line from a pipe, read a byte at a time (what follows it is not ours to take); b"" at EOF."""
+    data = b""
+    while (byte := os.read(fd, 1)) and byte != b"\n":
+        data += byte
+    return data
+
+
 def _recv_fd(conn: _socket.socket) -> int:
     """One file descriptor sent with SCM_RIGHTS (the runtime's pty master)."""
     _, anc, _, _ = conn.recvmsg(1024, _socket.CMSG_SPACE(4))
@@ -131,8 +139,10 @@ class Monitor:
         self.health: dict[str, Any] = {"Status": "starting", "FailingStreak": 0, "Log": []}
         self.health_proc: tuple[int, int, float] | None = None  # pid, output fd, started
         # pallet-runtime's create and start in one child (inproc.create_then_start): pid, its result
-        # pipe (read end, -1 once read) and the pipe that tells it to start (write end)
+        # pipe (read end) and the pipe that tells it to start (write end); once it started the
+        # container, the same child while it writes the running state (settle)
         self.starter: tuple[int, int, int] | None = None
+        self.recorder = 0
         self.done = False
         self.sock_ino = -1  # the inode of the attach socket it bound (listen)
         self.backoff = 0.1
@@ -163,6 +173,7 @@ class Monitor:
 
     def record(self, fields: dict[str, Any]) -> None:
         """Write to the engine store from a forked child, so that SQLite never loads in the idle monitor."""
+        self.settle()
         pid = os.fork()
         if pid == 0:
             try:
@@ -259,25 +270,19 @@ class Monitor:
         if self.starter is None or self.starter[0] != pid:
             _, status = os.waitpid(pid, 0)
             return _code(status)
-        _, result_r, go_w = self.starter
-        data = b""
-        while chunk := os.read(result_r, 16):
-            data += chunk
-        os.close(result_r)
-        self.starter = (pid, -1, go_w)
-        if data == b"0":
+        line = _line(self.starter[1])
+        if line == b"0":
             return 0
         code = self.drop_starter()
-        return int(data) if data.isdigit() else code or 1
+        return int(line) if line.isdigit() else code or 1
 
     def drop_starter(self, fields: dict[str, Any] | None = None) -> int:
-        """Send the starter child the state to record and start it (``fields``), or EOF alone (it exits
-        without starting); reap it and return its exit code."""
+        """Send the starter child the state to record and start it (``fields``): start's code, while
+        the child goes on to write the record (``recorder``, see settle); or EOF alone (it exits
+        without starting): it is reaped, and its exit code returned."""
         assert self.starter is not None
         pid, result_r, go_w = self.starter
         self.starter = None
-        if result_r >= 0:
-            os.close(result_r)
         try:
             if fields is not None:
                 os.write(go_w, marshal.dumps(fields))
@@ -285,11 +290,26 @@ class Monitor:
             pass
         finally:
             os.close(go_w)
+        line = _line(result_r) if fields is not None else b""
+        os.close(result_r)
+        if line.isdigit():
+            self.recorder = pid
+            return int(line)
         try:
             _, status = os.waitpid(pid, 0)
         except ChildProcessError:  # died before it was told, and reap() took it: no start happened
             return 1
         return _code(status)
+
+    def settle(self) -> None:
+        """Wait for the starter child's record of the running state: every later record or word about
+        the container comes after it (an exit recorded first would be overwritten)."""
+        if self.recorder:
+            try:
+                os.waitpid(self.recorder, 0)
+            except ChildProcessError:  # reap() took it
+                pass
+            self.recorder = 0
 
     def runtime_error(self) -> str:
         from pallet.engine.runtime_log import last_error  # noqa: PLC0415 - on a failure only
@@ -479,6 +499,8 @@ class Monitor:
         if err:
             self.fail(err)
         else:
+            if not self.clients:
+                self.settle()  # an engine that does not stay attached (run -d) reads the record at once
             self.tell("started")
             self.close_sync()
 
@@ -667,12 +689,15 @@ class Monitor:
                 return
             if pid == 0:
                 return
-            if pid == self.init_pid:
+            if pid == self.recorder:
+                self.recorder = 0
+            elif pid == self.init_pid:
                 self.exited(_code(status))
             elif self.health_proc and pid == self.health_proc[0]:
                 self.health_done(_code(status))
 
     def exited(self, code: int) -> None:
+        self.settle()
         self.init_pid = 0
         self.event("die", exitCode=str(code))
         self.deadlines.pop("kill", None)
