@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,7 +55,25 @@ class Mounted:
 
     def close(self) -> None:
         for t in reversed(self.targets):
+            # a fuse-overlayfs daemon exits only after its unmount returns: wait on its pidfd, or the
+            # leak check may still see it
+            daemons = [os.pidfd_open(pid) for pid in _fuse_daemons(t)]
             unmount_all(t)
+            for fd in daemons:
+                select.select([fd], [], [], 10)
+                os.close(fd)
+
+
+def _fuse_daemons(target: Path) -> list[int]:
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"fuse-overlayfs") and str(target).encode() in argv:
+            out.append(int(pid))
+    return out
 
 
 @pytest.fixture
