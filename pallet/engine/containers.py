@@ -405,9 +405,11 @@ class Engine:
         return int(launch.go())
 
     def _launch(self, rec: Record, cfg_path: str, errors: str, *, early_only: bool) -> Any:
-        """A monitor/launch.Launch: with an inproc.Early where pallet-runtime runs in-process, without a
-        tty, from a single-threaded process (never fork the API service). ``early_only``: None instead
-        where there is no Early, or where a running monitor would fork the new one (sibling.py)."""
+        """What starts the monitor, with an inproc.Early where pallet-runtime runs in-process, without a
+        tty, from a single-threaded process (never fork the API service): a sibling asked early where
+        a monitor runs under our runroot (sibling.request_early), else a monitor/launch.Launch.
+        ``early_only``: None where there is no Early (the sibling, if any, is asked once the bundle is
+        written: _spawn_monitor)."""
         from pallet.engine.monitor import sibling
         from pallet.engine.monitor.inproc import Early
         from pallet.engine.monitor.launch import Launch
@@ -416,22 +418,23 @@ class Engine:
         single = threading is None or threading.active_count() == 1
         root = self.inproc_root(rec)
         eligible = single and root is not None and not rec.config["Config"].get("Tty")
-        if early_only and (not eligible or sibling.running(str(self.runroot))):
+        if early_only and not eligible:
             return None
         rdir = Path(errors).parent
-        early = None
-        if eligible:
-            early = Early(
-                {
-                    "id": rec.id,
-                    "db": str(self.root / "engine" / "containers.db"),
-                    "bundle": str(Path(cfg_path).parent),
-                    "runtime_root": root,
-                    "runtime_log": str(rdir / "runtime.log"),
-                    "pid_file": str(rdir / "init.pid"),
-                    "stdin": bool(rec.config["Config"].get("OpenStdin")),
-                }
-            )
+        early_cfg: dict[str, object] = {
+            "id": rec.id,
+            "db": str(self.root / "engine" / "containers.db"),
+            "bundle": str(Path(cfg_path).parent),
+            "runtime_root": root,
+            "runtime_log": str(rdir / "runtime.log"),
+            "pid_file": str(rdir / "init.pid"),
+            "stdin": bool(rec.config["Config"].get("OpenStdin")),
+        }
+        if early_only and sibling.running(str(self.runroot)):
+            asked = sibling.request_early(str(self.runroot), cfg_path, errors, early_cfg)
+            if asked is not None:
+                return asked
+        early = Early(early_cfg) if eligible else None
         return Launch([sys.executable, "-S", "-c", _MONITOR_BOOT, "pallet-monitor", cfg_path], errors, early)
 
     # -- stop, kill, wait ------------------------------------------------------------------------

@@ -109,6 +109,19 @@ def create_then_start(
     return code
 
 
+def _preload() -> None:
+    """What the create loads on its way (~3 ms for the cgroup driver and device rules alone)."""
+    import pallet.engine.store  # noqa: F401
+    import pallet.runtime.cgroups.devices  # noqa: F401
+    import pallet.runtime.container  # noqa: F401
+    from pallet.runtime import cgroups
+
+    if cgroups.is_v2():
+        import pallet.runtime.cgroups.v2  # noqa: F401
+    else:
+        import pallet.runtime.cgroups.v1  # noqa: F401
+
+
 class Early:
     """``create_then_start`` forked by the engine from the monitor-to-be, before that execs the monitor:
     the create runs in a child of the CLI, which has the runtime's modules (json, ctypes, …) loaded
@@ -126,17 +139,12 @@ class Early:
     up): it kills the init and exits. The engine closes its copies (``close()``) once the monitor runs.
     """
 
-    def __init__(self, mcfg: dict[str, object]) -> None:
-        import pallet.engine.store  # noqa: F401 - loaded here, not after the fork
-        import pallet.runtime.cgroups.devices  # noqa: F401 - what create loads on its way (~3 ms)
-        import pallet.runtime.container  # noqa: F401
-        from pallet.runtime import cgroups
-
-        if cgroups.is_v2():
-            import pallet.runtime.cgroups.v2  # noqa: F401
-        else:
-            import pallet.runtime.cgroups.v1  # noqa: F401
-
+    def __init__(self, mcfg: dict[str, object], preload: bool = True) -> None:
+        """``preload``: import the runtime here, before the fork (the engine: it has most of it loaded);
+        a sibling monitor (sibling.py) must stay lean, so its create child imports it after."""
+        self.preloaded = preload
+        if preload:
+            _preload()
         self.root, self.log, self.db = str(mcfg["runtime_root"]), str(mcfg["runtime_log"]), str(mcfg["db"])
         pid_file = str(mcfg["pid_file"])
         for path in (pid_file, self.log):
@@ -167,6 +175,8 @@ class Early:
                 from pallet.runtime import launcher
 
                 init = launcher.spawn_init([], self.root)
+                if not self.preloaded:
+                    _preload()  # while the engine makes the bundle
                 if os.read(self.bundle_r, 1) != b"g":  # EOF: the engine gave up (or died)
                     os.kill(init[0], 9)
                     os.waitpid(init[0], 0)
@@ -184,8 +194,14 @@ class Early:
         return ",".join(str(x) for x in (pid, *kept))
 
     def go(self) -> None:
-        """In the engine: the bundle is written, the create may begin."""
+        """The bundle is written, the create may begin."""
         os.write(self.bundle_w, b"g")
+
+    def keep_monitor_ends(self) -> None:
+        """In a monitor that forked the create child itself (no exec: sibling.py): our ends stay, the
+        child's go."""
+        for fd in (self.out_w, self.err_w, self.in_r, self.result_w, self.go_r, self.bundle_r):
+            os.close(fd)
 
     def close(self) -> None:
         for fd in (self.out_r, self.out_w, self.err_r, self.err_w, self.in_r, self.in_w):

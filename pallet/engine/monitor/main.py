@@ -534,7 +534,7 @@ class Monitor:
     def client_message(self, fd: int) -> None:
         c = self.clients[fd]
         try:
-            msg, anc, _, _ = c.sock.recvmsg(CHUNK + 1, _socket.CMSG_SPACE(4))
+            msg, anc, _, _ = c.sock.recvmsg(CHUNK + 1, _socket.CMSG_SPACE(8))  # up to two fds (sibling.py)
         except OSError:
             msg, anc = b"", []
         fds = _fds(anc)
@@ -585,8 +585,8 @@ class Monitor:
 
     def fork_sibling(self, c: Client, body: bytes, fds: list[int]) -> None:
         """The monitor of another container, forked from this one (sibling.py); ``E``: not done."""
-        paths = sibling.accepts(body, self.cfg_path) if len(fds) == 1 else None
-        if paths is None:
+        req = sibling.accepts(body, self.cfg_path, len(fds)) if len(fds) in (1, 2) else None
+        if req is None:
             for x in fds:
                 os.close(x)
             c.send(b"E")
@@ -594,12 +594,14 @@ class Monitor:
         # the answer goes first: an engine that sees none (we died, or never read it) starts another
         # monitor itself, so there must be no sibling unless it was told there would be one
         if c.send(b"F"):
-            pid = sibling.fork(self, self.cfg_path, paths[0], paths[1], fds[0])
+            go = fds[1] if len(fds) == 2 else -1
+            pid = sibling.fork(self, self.cfg_path, req[0], req[1], fds[0], go, req[2])
             try:
                 os.waitpid(pid, 0)  # the intermediate child, gone at once
             except ChildProcessError:
                 pass
-        os.close(fds[0])
+        for x in fds:
+            os.close(x)
 
     def resize(self, rows: int, cols: int) -> None:
         if self.pty is None:
