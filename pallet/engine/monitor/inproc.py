@@ -89,6 +89,7 @@ def create_then_start(
     code = run_verb(root, log_path, args, init)
     os.write(result_w, b"%d\n" % code)
     if code != 0:
+        os.close(result_w)
         return code
     from pallet.engine.store import record_state
 

@@ -4,6 +4,7 @@ without root: a request a monitor must refuse, and a create that fails reports b
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import socket
 from pathlib import Path
@@ -19,10 +20,16 @@ def test_accepts_only_this_code_and_a_path_of_the_same_length() -> None:
     def body(cfg: str, tok: bytes = sibling.TOKEN) -> bytes:
         return b"\0".join([cfg.encode(), b"/run/pallet/c/bbbb/monitor.err", tok])
 
-    assert sibling.accepts(body(OTHER), OWN) == (OTHER, "/run/pallet/c/bbbb/monitor.err")
-    assert sibling.accepts(body(OTHER, b"/usr/bin/python3 1 2"), OWN) is None  # another version
-    assert sibling.accepts(body("/other/root/containers/" + "b" * 64 + "/monitor.cfg"), OWN) is None
-    assert sibling.accepts(b"garbage", OWN) is None
+    err = "/run/pallet/c/bbbb/monitor.err"
+    assert sibling.accepts(body(OTHER), OWN, 1) == (OTHER, err, b"")
+    assert sibling.accepts(body(OTHER, b"/usr/bin/python3 1 2"), OWN, 1) is None  # another version
+    assert sibling.accepts(body("/other/root/containers/" + "b" * 64 + "/monitor.cfg"), OWN, 1) is None
+    assert sibling.accepts(b"garbage", OWN, 1) is None
+    # request_early: a go pipe beside the sync pipe, and Early's settings, NULs and all, last
+    early = marshal.dumps({"id": "b" * 64, "stdin": False, "pid_file": "/run/x\0y"})
+    assert sibling.accepts(body(OTHER) + b"\0" + early, OWN, 2) == (OTHER, err, early)
+    assert sibling.accepts(body(OTHER), OWN, 2) is None  # two fds, no settings
+    assert sibling.accepts(body(OTHER) + b"\0" + early, OWN, 1) is None  # settings, one fd
 
 
 def test_request_without_monitors_asks_nobody(tmp_path: Path) -> None:
@@ -58,7 +65,7 @@ def test_create_then_start_reports_a_failed_create_and_never_starts(tmp_path: Pa
         str(tmp_path / "root"), str(log), args, result_w, go_r, str(tmp_path / "db")
     )
     assert code == 1
-    assert os.read(result_r, 16) == b"1" and os.read(result_r, 16) == b""  # then EOF
+    assert os.read(result_r, 16) == b"1\n" and os.read(result_r, 16) == b""  # then EOF
     assert json.loads(log.read_text().splitlines()[-1])["level"] == "error"
     for fd in (result_r, go_r, go_w):
         os.close(fd)
