@@ -229,13 +229,21 @@ def cmd_run(ctx: Any, args: argparse.Namespace) -> int:
     from pallet.engine.containers import StartError
 
     eng = engine(ctx)
-    rec = _create(ctx, args)
+    cfg, host = build_config(args)
+    pre = eng.prelaunch(cfg, host)  # its monitor and init start while the container is made
+    try:
+        rec = eng.create(cfg, host, args.name, cid=pre[0] if pre else None)
+    except BaseException:
+        if pre:
+            eng.drop(pre)
+        raise
+    launch = pre[1] if pre else None
     try:
         if args.detach:
-            eng.start(rec.id)
+            eng.start(rec.id, launch=launch)
             print(rec.id)
             return 0
-        code = _start_attached(eng, rec, args.interactive, args.tty, remover=args.rm)
+        code = _start_attached(eng, rec, args.interactive, args.tty, remover=args.rm, launch=launch)
         if args.rm and code is not None:
             eng.remove(rec.id, force=True, volumes=True, exited=True)
         return 0 if code is None else code
@@ -253,11 +261,13 @@ def _quiet_rm(eng: Any, cid: str) -> None:
         pass
 
 
-def _start_attached(eng: Any, rec: Any, stdin: bool, tty: bool, remover: bool = False) -> int | None:
+def _start_attached(
+    eng: Any, rec: Any, stdin: bool, tty: bool, remover: bool = False, launch: Any = None
+) -> int | None:
     """Start with our stdio attached; the container's exit code, or None if we detached."""
     from pallet.engine import attach
 
-    rec, sync = eng.start(rec.id, attach_wait=True)
+    rec, sync = eng.start(rec.id, attach_wait=True, launch=launch)
     if sync < 0:
         raise InvalidArgument(f"container {rec.name} is already running")
     s = attach.connect(eng.sock(rec.id), attach.hello(stdin, tty, remover))

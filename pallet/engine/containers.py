@@ -185,8 +185,11 @@ class Engine:
         pick = int.from_bytes(os.urandom(4))  # secrets would import hmac and OpenSSL: ~3 ms of every start
         return f"{_ADJ[pick % len(_ADJ)]}_{_NOUN[pick // len(_ADJ) % len(_NOUN)]}_{os.urandom(2).hex()}"
 
-    def create(self, config: dict[str, Any], host: dict[str, Any], name: str | None) -> Record:
-        """docker create: a record, a writable snapshot of the image and the files the container mounts."""
+    def create(
+        self, config: dict[str, Any], host: dict[str, Any], name: str | None, cid: str | None = None
+    ) -> Record:
+        """docker create: a record, a writable snapshot of the image and the files the container mounts.
+        ``cid``: the ID a prelaunch chose."""
         ref = config["Image"]
         try:
             image = self.images.get(ref)
@@ -195,7 +198,7 @@ class Engine:
         icfg = dict(image.config.config or {})
         cfg = merge_config(icfg, config)
         cfg["Image"] = ref
-        cid = os.urandom(32).hex()
+        cid = cid or os.urandom(32).hex()
         cfg["Hostname"] = config.get("Hostname") or cid[:12]
         if host.get("Runtime"):
             self.runtime_cmd(Record(cid, "", 0, {"HostConfig": host}, {}))  # unknown runtime: fail now
@@ -281,25 +284,31 @@ class Engine:
         if target.exists():
             unmount_all(target)
 
-    def start(self, ref: str, attach_wait: bool = False) -> tuple[Record, int]:
+    def start(self, ref: str, attach_wait: bool = False, launch: Any = None) -> tuple[Record, int]:
         """Start a created or exited container under a new monitor; returns the record and, with
-        ``attach_wait``, the open sync pipe (the monitor starts the process once someone attaches)."""
-        rec = self.get(ref)
-        st = self.status(rec)
-        if st == "running" or st == "restarting":
-            return rec, -1
-        if st == "paused":
-            raise Conflict("cannot start a paused container, try unpause instead")
-        if st == "dead":
-            raise FailedPrecondition(f"container {rec.name}: cannot start: it is dead (remove it with rm -f)")
-        if rec.state.get("HasBeenManuallyStopped"):  # docker's flag for unless-stopped (engine.restore)
-            self.store.update_state(rec.id, lambda s: s.pop("HasBeenManuallyStopped", None))
-        cfg, host = rec.config["Config"], rec.config["HostConfig"]
-        d, rdir = self.cdir(rec.id), self.rdir(rec.id)
-        rdir.mkdir(parents=True, exist_ok=True)
-        # the monitor-to-be first, its container's init starting while we make the bundle (launch.py)
-        launch = self._launch(rec, str(d / "monitor.cfg"), str(rdir / "monitor.err"), early_only=True)
+        ``attach_wait``, the open sync pipe (the monitor starts the process once someone attaches).
+        ``launch``: its monitor, started by ``prelaunch`` (this takes it over, and aborts it on an error)."""
         try:
+            rec = self.get(ref)
+            st = self.status(rec)
+            if st == "running" or st == "restarting":
+                if launch is not None:
+                    launch.abort()
+                return rec, -1
+            if st == "paused":
+                raise Conflict("cannot start a paused container, try unpause instead")
+            if st == "dead":
+                raise FailedPrecondition(
+                    f"container {rec.name}: cannot start: it is dead (remove it with rm -f)"
+                )
+            if rec.state.get("HasBeenManuallyStopped"):  # docker's flag for unless-stopped (engine.restore)
+                self.store.update_state(rec.id, lambda s: s.pop("HasBeenManuallyStopped", None))
+            cfg, host = rec.config["Config"], rec.config["HostConfig"]
+            d, rdir = self.cdir(rec.id), self.rdir(rec.id)
+            rdir.mkdir(parents=True, exist_ok=True)
+            # the monitor-to-be first, its container's init starting while we make the bundle (launch.py)
+            if launch is None:
+                launch = self._launch(rec.id, cfg, host, early_only=True)
             rootfs = self._mount_rootfs(rec)
         except BaseException:
             if launch is not None:
@@ -400,37 +409,75 @@ class Engine:
             return r
         os.close(r)
         os.close(w)
-        launch = self._launch(rec, cfg_path, errors, early_only=False)
+        launch = self._launch(rec.id, rec.config["Config"], rec.config["HostConfig"], early_only=False)
         assert launch is not None
         return int(launch.go())
 
-    def _launch(self, rec: Record, cfg_path: str, errors: str, *, early_only: bool) -> Any:
-        """What starts the monitor, with an inproc.Early where pallet-runtime runs in-process, without a
-        tty, from a single-threaded process (never fork the API service): a sibling asked early where
-        a monitor runs under our runroot (sibling.request_early), else a monitor/launch.Launch.
-        ``early_only``: None where there is no Early (the sibling, if any, is asked once the bundle is
-        written: _spawn_monitor)."""
+    def prelaunch(self, config: dict[str, Any], host: dict[str, Any]) -> tuple[str, Any] | None:
+        """For ``run``: an ID for the container to be created (``create(cid=)``) and its monitor already
+        launched (``start(launch=)``), so that the monitor's and the init's interpreters start while the
+        container is made (~10 ms sooner than at start); ``drop`` it if create fails. Only where the
+        launch runs an Early (below) and no monitor runs under our runroot: a sibling is asked at start.
+        None otherwise."""
+        from pallet.engine.monitor import sibling
+
+        if not self._early_eligible(config, host) or sibling.running(str(self.runroot)):
+            return None
+        cid = os.urandom(32).hex()
+        self.rdir(cid).mkdir(parents=True, exist_ok=True)
+        try:
+            return cid, self._launch(cid, config, host, early_only=True, ask_sibling=False)
+        except BaseException:
+            shutil.rmtree(self.rdir(cid), ignore_errors=True)
+            raise
+
+    def drop(self, pre: tuple[str, Any]) -> None:
+        """A prelaunch whose container was not made: its monitor and init go, and its run directory."""
+        cid, launch = pre
+        launch.abort()
+        shutil.rmtree(self.rdir(cid), ignore_errors=True)
+
+    def _early_eligible(self, config: dict[str, Any], host: dict[str, Any]) -> bool:
+        """inproc.Early applies: pallet-runtime in-process, no tty, a single-threaded process (never
+        fork the API service)."""
+        threading = sys.modules.get("threading")
+        single = threading is None or threading.active_count() == 1
+        return (
+            single and (host.get("Runtime") or "pallet-runtime") == "pallet-runtime" and not config.get("Tty")
+        )
+
+    def _launch(
+        self,
+        cid: str,
+        config: dict[str, Any],
+        host: dict[str, Any],
+        *,
+        early_only: bool,
+        ask_sibling: bool = True,
+    ) -> Any:
+        """What starts the monitor of ``cid``, with an inproc.Early where it applies (_early_eligible): a
+        sibling asked early where a monitor runs under our runroot (sibling.request_early), else a
+        monitor/launch.Launch. ``early_only``: None where there is no Early (the sibling, if any, is
+        asked once the bundle is written: _spawn_monitor)."""
         from pallet.engine.monitor import sibling
         from pallet.engine.monitor.inproc import Early
         from pallet.engine.monitor.launch import Launch
 
-        threading = sys.modules.get("threading")
-        single = threading is None or threading.active_count() == 1
-        root = self.inproc_root(rec)
-        eligible = single and root is not None and not rec.config["Config"].get("Tty")
+        eligible = self._early_eligible(config, host)
         if early_only and not eligible:
             return None
-        rdir = Path(errors).parent
+        cfg_path, rdir = str(self.cdir(cid) / "monitor.cfg"), self.rdir(cid)
+        errors = str(rdir / "monitor.err")
         early_cfg: dict[str, object] = {
-            "id": rec.id,
+            "id": cid,
             "db": str(self.root / "engine" / "containers.db"),
-            "bundle": str(Path(cfg_path).parent),
-            "runtime_root": root,
+            "bundle": str(self.cdir(cid)),
+            "runtime_root": str(self.runroot / "runtime"),
             "runtime_log": str(rdir / "runtime.log"),
             "pid_file": str(rdir / "init.pid"),
-            "stdin": bool(rec.config["Config"].get("OpenStdin")),
+            "stdin": bool(config.get("OpenStdin")),
         }
-        if early_only and sibling.running(str(self.runroot)):
+        if early_only and ask_sibling and sibling.running(str(self.runroot)):
             asked = sibling.request_early(str(self.runroot), cfg_path, errors, early_cfg)
             if asked is not None:
                 return asked
