@@ -15,6 +15,9 @@ def _nothing_made(p: Pallet) -> None:
     assert p("ps", "-aq").stdout == ""
     containers = p.root / "containers"
     assert not containers.exists() or os.listdir(containers) == []
+    # nor a run directory: `run` launches the monitor before it creates (Engine.prelaunch)
+    runs = p.runroot / "c"
+    assert not runs.exists() or os.listdir(runs) == []
 
 
 def test_unknown_image_and_container(pallet: Pallet) -> None:
@@ -36,6 +39,12 @@ def test_name_conflict(pallet: Pallet) -> None:
     assert f'The container name "/{name}" is already in use by container "{cid}"' in r.stderr
     assert pallet("ps", "-aq").stdout.split() == [cid[:12]]
     assert len(os.listdir(pallet.root / "containers")) == 1
+    # run launches the container's monitor (and its init) before the create that fails here: gone too
+    r = pallet.run("--rm", "--name", name, "busybox", "true", check=False)
+    assert r.returncode == 125 and "is already in use" in r.stderr
+    assert pallet("ps", "-aq").stdout.split() == [cid[:12]]
+    runs = pallet.runroot / "c"
+    assert not runs.exists() or os.listdir(runs) == []
     r = pallet("create", "--name", "bad name!", "busybox", "true", check=False)
     assert r.returncode == 125 and "Invalid container name (bad name!)" in r.stderr
 
