@@ -4,7 +4,6 @@ volume flags of ``run``/``create`` (``run_flags`` adds them, ``apply`` puts them
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
 
 from pallet.cli.format import inspect_each, print_rows
 from pallet.cli.parsing import add_verb as _verb
@@ -19,8 +18,10 @@ from pallet.engine.views import (
 )
 from pallet.errors import InvalidArgument
 
+TYPE_CHECKING = False  # typing costs ~1.8 ms of every `pallet run`: annotations only
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
     from pallet.cli.grammar import Command
 

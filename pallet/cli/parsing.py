@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
 
 from pallet.errors import PalletError
 
+TYPE_CHECKING = False  # typing costs ~1.8 ms of every `pallet run`: annotations only
 if TYPE_CHECKING:
+    from typing import Any
+
     from pallet.cli.grammar import Command
 
 

@@ -20,12 +20,15 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from pallet.engine import attach, spec
 from pallet.engine.network import BASE_HOSTS, has_sandbox
 from pallet.engine.store import ContainerStore, Record
 from pallet.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, PalletError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~1.8 ms of every `pallet run`: annotations only
+    from typing import Any
 
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 _ADJ = ["brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nifty"]

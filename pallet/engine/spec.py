@@ -7,12 +7,15 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 from pallet.errors import InvalidArgument, NotFound
 from pallet.oci.capabilities import CAPABILITY_NAMES
 from pallet.oci.defaults import DOCKER_DEFAULT_CAPABILITIES, docker_seccomp_profile
 from pallet.oci.runtime_spec import DEFAULT_READONLY
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~1.8 ms of every `pallet run`: annotations only
+    from typing import Any
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MASKED = [

@@ -12,10 +12,13 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pallet.errors import AlreadyExists, InvalidArgument, NotFound
 from pallet.metadata import SQLiteStore
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~1.8 ms of every `pallet run`: annotations only
+    from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (

@@ -12,11 +12,14 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, BinaryIO
 
 from pallet.errors import InvalidArgument, NotFound
 from pallet.oci.digest import Digest
 from pallet.oci.value import Value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~1.8 ms of every `pallet run`: annotations only
+    from typing import IO, BinaryIO
 
 CHUNK = 1 << 20
 

@@ -3,7 +3,10 @@ isolation rules and each container's /etc/hosts (names resolve between peers of 
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~1.8 ms of every `pallet run`: annotations only
+    from typing import Any
+
 
 # every container's /etc/hosts starts as docker's
 BASE_HOSTS = (

@@ -11,9 +11,12 @@ import re
 import signal
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from pallet.errors import FailedPrecondition, InvalidArgument
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~1.8 ms of every `pallet run`: annotations only
+    from typing import Any
 
 
 class CgroupError(FailedPrecondition):

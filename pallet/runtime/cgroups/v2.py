@@ -13,7 +13,6 @@ import os
 import select
 import time
 from types import ModuleType
-from typing import Any
 
 from pallet.runtime.cgroups import common
 from pallet.runtime.cgroups import devices as devrules
@@ -36,6 +35,10 @@ from pallet.runtime.cgroups.common import (
     wanted_controllers,
     write_file,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~1.8 ms of every `pallet run`: annotations only
+    from typing import Any
 
 _UNLIMITED = 2**64 - 1  # what runc reports for "max"
 
