@@ -699,7 +699,10 @@ class Monitor:
                 self.health_done(_code(status))
 
     def exited(self, code: int) -> None:
-        self.settle()
+        if not self.remover():
+            # the exit is recorded after the running state; a foreground `run --rm` records nothing
+            # and its CLI deletes the record, after which a late running state changes nothing
+            self.settle()
         self.init_pid = 0
         self.event("die", exitCode=str(code))
         self.deadlines.pop("kill", None)
