@@ -73,13 +73,6 @@ def _alive(pid: int, cid: str) -> bool:
         return False
 
 
-# the monitor runs without site (less memory per container): it finds pallet where this engine did
-_MONITOR_BOOT = (
-    f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r}); "
-    "from pallet.engine.monitor.main import main; sys.exit(main(sys.argv[2:]))"
-)
-
-
 class Engine:
     def __init__(self, root: Path, runroot: Path, storage_driver: str | None = None) -> None:
         self.root = Path(root)
@@ -485,7 +478,7 @@ class Engine:
             if asked is not None:
                 return asked
         early = Early(early_cfg) if eligible else None
-        return Launch([sys.executable, "-S", "-c", _MONITOR_BOOT, "pallet-monitor", cfg_path], errors, early)
+        return Launch(cfg_path, errors, early)
 
     # -- stop, kill, wait ------------------------------------------------------------------------
     def stop(self, ref: str, timeout: float | None = None, sig: str | None = None) -> Record:

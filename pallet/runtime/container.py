@@ -205,6 +205,8 @@ class Runtime:
                 default().prctl(PR_SET_CHILD_SUBREAPER, 1)
             # the init's interpreter (~12 ms) starts first, while we write the state and make the cgroups
             stage1, sock = init or launcher.spawn_init(list(range(3, 3 + req.preserve_fds)), self.opts.root)
+            if not stage1:  # forked by its monitor-to-be (init.fork_from): it says who it is first
+                stage1 = _hello(sock, req.container_id)
             sd.save(st)
             os.mkfifo(sd.fifo, 0o600)
             # the init opens it as the container's root, which a user namespace maps to another host uid
@@ -565,6 +567,13 @@ class Runtime:
     def _log(self, level: str, msg: str) -> None:
         if self.opts.log:
             self.opts.log(level, msg)
+
+
+def _hello(sock: _socket.socket, cid: str) -> int:
+    msg, _ = sync.recv(sock)
+    if msg is None or msg.get("type") != "hello":
+        raise InitFailed(f"container {cid!r}: init exited without a word")
+    return int(msg["pid"])
 
 
 def _place(mgr: Any, pid: int, userns: bool) -> dict[str, Any]:

@@ -47,10 +47,15 @@ class InitError(Exception):
     pass
 
 
-def main() -> None:
-    sock = _socket.socket(fileno=int(sys.argv[1]))
+def main(fd: int | None = None, hello: bool = False) -> None:
+    """The init, on the sync socket ``fd`` (argv[1] when spawned: launcher.spawn_init). ``hello``:
+    forked by the process that will be the container's monitor (fork_from), so the runtime, which did
+    not spawn us, learns our pid first."""
+    sock = _socket.socket(fileno=int(sys.argv[1]) if fd is None else fd)
     os.set_inheritable(sock.fileno(), False)
     try:
+        if hello:
+            sync.send(sock, {"type": "hello", "pid": os.getpid()})
         boot, _ = sync.recv(sock)
         if boot is None:
             os._exit(1)
@@ -60,6 +65,28 @@ def main() -> None:
         _report(sock, e)
         os._exit(1)
     os._exit(0)
+
+
+def fork_from(argv: list[str]) -> None:
+    """In a container's monitor started from the sealed interpreter (engine/monitor/launch.py), first
+    thing: fork the container's init, which takes the last four arguments (its sync socket, the
+    container's stdin, stdout and stderr; they leave ``argv``). One interpreter start for both: the
+    init is a fork of a process whose /proc/self/exe is the sealed view (CVE-2019-5736), and the
+    monitor, its parent and a subreaper, is where the init's children are re-parented."""
+    sock, *stdio = (int(x) for x in argv[-4:])
+    del argv[-4:]
+    pid = os.fork()
+    if pid == 0:
+        try:  # after fork, nothing clever: our stdio, our socket as fd 3, nothing else of the monitor's
+            for target, fd in enumerate(stdio):
+                os.dup2(fd, target)
+            os.dup2(sock, 3)
+            os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+            main(3, hello=True)
+        finally:
+            os._exit(1)
+    for fd in (sock, *stdio):
+        os.close(fd)
 
 
 def _report(sock: _socket.socket, e: BaseException) -> None:

@@ -162,29 +162,38 @@ class Early:
         self.go_r, self.go_w = os.pipe2(os.O_CLOEXEC)
         self.bundle_r, self.bundle_w = os.pipe2(os.O_CLOEXEC)  # the engine's go: the bundle is written
 
-    def fork(self) -> str:
-        """In the monitor-to-be, a subreaper: start the create child; the monitor's argument for it."""
+    def fork(self, init: Any = None, drop: int = -1) -> str:
+        """In the monitor-to-be, a subreaper: start the create child; the monitor's argument for it.
+        ``init``: our end of the sync socket of an init that the monitor itself forks (launch.py),
+        ``drop`` the init's end (the child must not hold it: it would never see the init's EOF);
+        without them, the child spawns its init."""
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                if drop >= 0:
+                    os.close(drop)
                 for target, fd in enumerate((self.in_r, self.out_w, self.err_w)):
                     os.dup2(fd, target)
                 for fd in (self.result_r, self.go_w, self.out_r, self.err_r, self.in_w, self.bundle_w):
                     if fd >= 0:
                         os.close(fd)
-                from pallet.runtime import launcher
+                if init is not None:
+                    adopted = (0, init)  # its pid comes first on the socket (init.fork_from)
+                else:
+                    from pallet.runtime import launcher
 
-                init = launcher.spawn_init([], self.root)
+                    adopted = launcher.spawn_init([], self.root)
                 if not self.preloaded:
                     _preload()  # while the engine makes the bundle
                 if os.read(self.bundle_r, 1) != b"g":  # EOF: the engine gave up (or died)
-                    os.kill(init[0], 9)
-                    os.waitpid(init[0], 0)
-                    code = 0
+                    if adopted[0]:
+                        os.kill(adopted[0], 9)
+                        os.waitpid(adopted[0], 0)
+                    code = 0  # a forked init ends at its socket's EOF
                 else:
                     code = create_then_start(
-                        self.root, self.log, self.args, self.result_w, self.go_r, self.db, init
+                        self.root, self.log, self.args, self.result_w, self.go_r, self.db, adopted
                     )
             finally:
                 os._exit(code)
