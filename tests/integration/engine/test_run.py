@@ -165,3 +165,33 @@ def test_inprocess_runtime_keeps_the_runtime_state(pallet: Pallet) -> None:
     assert state["pid"] == json.loads(pallet("inspect", name).stdout)[0]["State"]["Pid"]
     pallet("rm", "-f", name)
     assert not (pallet.runroot / "runtime" / cid).exists()  # deleted in-process too
+
+
+def test_the_init_runs_from_the_sealed_interpreter(pallet: Pallet, workdir: Path) -> None:
+    # CVE-2019-5736 through the engine: the container's init is forked by its monitor, which is
+    # exec'd from the sealed view of the interpreter (monitor/launch.py): /proc/PID/exe of both is a
+    # file on a read-only mount, not the host's python, which nothing in a container may reach
+    import os
+
+    host = Path(sys.executable).resolve().stat()
+    cid = pallet.run("-d", "busybox", "sleep", "60").stdout.strip()
+    pid = json.loads(pallet("inspect", cid).stdout)[0]["State"]["Pid"]
+    monitor = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert b"pallet-monitor" in Path(f"/proc/{monitor}/cmdline").read_bytes()
+    exe = f"/proc/{monitor}/exe"
+    st = os.stat(exe)
+    assert (st.st_dev, st.st_ino) != (host.st_dev, host.st_ino)
+    assert os.statvfs(exe).f_flag & os.ST_RDONLY
+    with pytest.raises(OSError):
+        with open(exe, "r+b"):
+            pass
+    # and an entrypoint whose interpreter is /proc/self/exe does not start the host's python
+    name = pallet.name("evil")
+    pallet("create", "--name", name, "busybox", "/evil")
+    evil = workdir / "evil"
+    evil.write_text("#!/proc/self/exe\n")
+    evil.chmod(0o755)
+    pallet("cp", str(evil), f"{name}:/evil")
+    r = pallet("start", "-a", name, check=False)
+    assert r.returncode != 0 and str(Path(sys.executable).resolve()) not in r.stderr, r.stderr
+    pallet("rm", "-f", cid, name)
