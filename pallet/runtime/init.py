@@ -75,9 +75,17 @@ def fork_from(argv: list[str]) -> None:
     monitor, its parent and a subreaper, is where the init's children are re-parented."""
     sock, *stdio = (int(x) for x in argv[-4:])
     del argv[-4:]
+    fork_init(sock, stdio)
+    for fd in (sock, *stdio):
+        os.close(fd)
+
+
+def fork_init(sock: int, stdio: list[int]) -> int:
+    """Fork the init on the sync socket ``sock`` with ``stdio`` as its 0, 1, 2; its pid. Only from a
+    process running from the sealed view of the interpreter (sealed_here): the init's exe is ours."""
     pid = os.fork()
     if pid == 0:
-        try:  # after fork, nothing clever: our stdio, our socket as fd 3, nothing else of the monitor's
+        try:  # after fork, nothing clever: its stdio, its socket as fd 3, nothing else of ours
             for target, fd in enumerate(stdio):
                 os.dup2(fd, target)
             os.dup2(sock, 3)
@@ -85,8 +93,18 @@ def fork_from(argv: list[str]) -> None:
             main(3, hello=True)
         finally:
             os._exit(1)
-    for fd in (sock, *stdio):
-        os.close(fd)
+    return pid
+
+
+def sealed_here() -> bool:
+    """Whether this process runs from a sealed view of the interpreter (launcher.sealed_interpreter):
+    a file on a read-only mount, or a sealed memfd."""
+    try:
+        return bool(os.statvfs("/proc/self/exe").f_flag & os.ST_RDONLY) or os.readlink(
+            "/proc/self/exe"
+        ).startswith("/memfd:pallet-init")
+    except OSError:
+        return False
 
 
 def _report(sock: _socket.socket, e: BaseException) -> None:

@@ -214,24 +214,34 @@ def fork(
 
 
 def _start_early(early_cfg: bytes) -> str | None:
-    """For request_early, in the new monitor: the create child forked now (it imports the runtime and
-    spawns the init while the engine makes the bundle), then the engine's go on fd 4; the argument
-    for run() that tells what to adopt, or None at EOF (the engine gave up)."""
+    """For request_early, in the new monitor: the create child forked now (it imports the runtime
+    while the engine makes the bundle) and the init — forked here, where this monitor (like the one it
+    came from) runs from the sealed interpreter with the init's code loaded (launch.py), else spawned
+    by the create child — then the engine's go on fd 4; the argument for run() that tells what to
+    adopt, or None at EOF (the engine gave up)."""
     import marshal
 
     from pallet.engine.monitor.inproc import Early
 
-    early = Early(marshal.loads(early_cfg), preload=False) if early_cfg else None
-    arg = early.fork() if early is not None else ""
-    if early is not None:
-        early.keep_monitor_ends()
+    if not early_cfg:
+        return "" if os.read(4, 1) == b"g" else None
+    early = Early(marshal.loads(early_cfg), preload=False)
+    init = sys.modules.get("pallet.runtime.init")
+    if init is not None and init.sealed_here():
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        init.fork_init(theirs.fileno(), [early.in_r, early.out_w, early.err_w])
+        arg = early.fork(ours, theirs.fileno())
+        ours.close()
+        theirs.close()
+    else:
+        arg = early.fork()
+    early.keep_monitor_ends()
     word = os.read(4, 1)
     os.close(4)
     if word != b"g":
         return None
-    if early is not None:
-        early.go()
-        os.close(early.bundle_w)
+    early.go()
+    os.close(early.bundle_w)
     return arg
 
 
