@@ -253,6 +253,10 @@ def cmd_run(ctx: Any, args: argparse.Namespace) -> int:
         if args.rm:
             _quiet_rm(eng, rec.id)
         return e.exit_code
+    except PalletError:
+        if args.rm:  # a start refused before the runtime ran (an unknown --user): docker removes it too
+            _quiet_rm(eng, rec.id)
+        raise
 
 
 def _quiet_rm(eng: Any, cid: str) -> None:

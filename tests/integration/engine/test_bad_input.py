@@ -68,6 +68,10 @@ def test_bad_flags(pallet: Pallet) -> None:
     ids = pallet("ps", "-aq", "--filter", "status=created").stdout.split()
     assert len(ids) == 1
     assert pallet("ps", "-q").stdout == ""
+    # with --rm, not even that
+    r = pallet.run("--rm", "-u", "nosuchuser", "busybox", "true", check=False)
+    assert r.returncode == 125 and "unable to find user nosuchuser" in r.stderr
+    assert pallet("ps", "-aq").stdout.split() == ids
 
 
 def test_exec_stopped_and_rm_running(pallet: Pallet) -> None:
