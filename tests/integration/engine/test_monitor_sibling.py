@@ -21,16 +21,23 @@ def _state(p: Pallet, name: str) -> dict[str, object]:
     return state
 
 
-def _monitor(cid: str) -> int:
-    """The pallet-monitor whose command line names ``cid`` (as the engine finds it)."""
+def _processes_naming(cid: str, also: bytes = b"") -> list[int]:
+    """Every process whose command line names ``cid`` (and ``also``): its monitor, and the create
+    child forked from that while it lives."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"pallet-monitor" in cmd and cid.encode() in cmd:
+        if also in cmd and cid.encode() in cmd:
             found.append(int(pid))
+    return found
+
+
+def _monitor(cid: str) -> int:
+    """The pallet-monitor whose command line names ``cid`` (as the engine finds it)."""
+    found = _processes_naming(cid, b"pallet-monitor")
     assert len(found) == 1, found
     return found[0]
 
@@ -62,19 +69,6 @@ def test_sibling_monitor_outlives_the_monitor_it_was_forked_from(pallet: Pallet)
     assert st["Status"] == "exited" and st["ExitCode"] == 137
     assert p("logs", second).stdout == "up\n"
     p("rm", "-f", first, second)
-
-
-def _processes_naming(cid: str) -> list[int]:
-    """Every process whose command line names ``cid``: its monitor and the create child forked from it."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if cid.encode() in cmd:
-            found.append(int(pid))
-    return found
 
 
 def test_sibling_asked_before_the_bundle_runs_and_gives_up_cleanly(pallet: Pallet) -> None:
