@@ -24,9 +24,11 @@ from tests.helpers.rootfs import make_busybox_rootfs  # noqa: E402
 @contextlib.contextmanager
 def scratch(label: str) -> Iterator[tuple[Path, Path]]:
     """(/tmp/pallet-t<id>-<label>, its busybox.tar). pallet's modules are byte-compiled first (into
-    the ignored __pycache__), as an installed package's are, so that no run pays for compiling."""
+    the ignored __pycache__), as an installed package's are, so that no run pays for compiling; with
+    -f: compileall trusts a .pyc whose source changed within the same second (it compares mtimes
+    only), while import, which compares sizes too, then compiles that module in every process."""
     subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(REPO / "pallet")], check=True, capture_output=True
+        [sys.executable, "-m", "compileall", "-q", "-f", str(REPO / "pallet")], check=True, capture_output=True
     )
     d = Path("/tmp") / f"pallet-t{uuid.uuid4().hex[:10]}-{label}"
     d.mkdir()
