@@ -251,8 +251,6 @@ class Runtime:
                     sync.send(sock, {"type": "userns-mapped"})
                 elif kind == "pid":
                     init_pid = msg["pid"]
-                    _wait_gone(stage1)  # not always our child (``init``): a pidfd tells its exit
-                    stage1 = 0
                     st.pid = init_pid
                     st.pid_start = proc_start_time(init_pid) or 0
                     sd.save(st)
@@ -279,6 +277,10 @@ class Runtime:
                         master = None
                 elif kind == "ready":
                     break
+            # stage 1 exits as soon as it has told the pid: by now it is gone (or all but), and the
+            # init re-parented to our subreaper; not always our child (``init``): a pidfd tells its exit
+            _wait_gone(stage1)
+            stage1 = 0
             st.status = CREATED
             sd.save(st)
             if req.pid_file:
