@@ -342,8 +342,11 @@ def stage2_create(
     )
     if "mount" in ns:
         builder.prepare()
-    sync.send(sock, {"type": "hooks"})
-    msg = _wait_reply(sock, "hooks-done")
+    if boot.get("sync_hooks", True):
+        sync.send(sock, {"type": "hooks"})
+        msg = _wait_reply(sock, "hooks-done")
+    else:  # no hook to run, no seccomp agent to tell: no state needed (Runtime.create)
+        msg = {"state": None, "state_json": ""}
     if boot.get("create_container_hooks"):
         from pallet.runtime import hooks  # before pivot_root, so the host library is still in reach
 
@@ -387,7 +390,7 @@ def stage2_create(
     # the fifo stays open, close-on-exec, until execve: `start` reads it to EOF, so it returns (and runs
     # poststart hooks) only once the program runs, after the startContainer hooks
     _run_start_container_hooks(boot.get("start_container_hooks") or [], msg["state_json"])
-    state = dict(msg["state"], status="created")
+    state = dict(msg["state"], status="created") if msg["state"] else None
     keep = preserve | listener | {fd}
     process.exec_process(sysc, proc, path, keep, _seccomp_loader(sysc, filt, state, host_pid))
 
