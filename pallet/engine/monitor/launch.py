@@ -84,9 +84,15 @@ class Launch:
                 os._exit(127)
         for fd in (sync_w, go_r, null, err):
             os.close(fd)
-        os.waitpid(pid, 0)  # the first child exits at once
+        self.first = pid  # it exits at once: reaped at go or abort, not waited for now
+
+    def _reap(self) -> None:
+        if self.first:
+            os.waitpid(self.first, 0)
+            self.first = 0
 
     def go(self) -> int:
+        self._reap()
         os.write(self.go_w, b"g")
         os.close(self.go_w)
         if self.early is not None:
@@ -95,6 +101,7 @@ class Launch:
         return self.sync_r
 
     def abort(self) -> None:
+        self._reap()
         os.close(self.go_w)
         os.close(self.sync_r)
         if self.early is not None:
