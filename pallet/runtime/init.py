@@ -172,11 +172,7 @@ def _join_cgroups(tasks_files: list[str]) -> None:
     changes what the paths name."""
     for path in tasks_files:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
+            _move_self(path)
         except OSError as e:
             raise InitError(
                 f"cgroup: cannot join {os.path.dirname(path)}: {(e.strerror or str(e)).lower()}"
@@ -194,12 +190,17 @@ def _fork_into(sysc: Any, cgroup_v2: int) -> int:
         pass
     pid = os.fork()
     if pid == 0:
-        fd = os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=cgroup_v2)
-        try:
-            os.write(fd, b"0")
-        finally:
-            os.close(fd)
+        _move_self("cgroup.procs", cgroup_v2)
     return pid
+
+
+def _move_self(path: str, dir_fd: int | None = None) -> None:
+    """``0`` (this process) written to a cgroup's ``tasks`` or ``cgroup.procs`` file, in one write."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
 
 
 def _enter_cgroup_ns(sysc: Any, ns: int | str | None) -> None:
