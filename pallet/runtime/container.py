@@ -170,8 +170,9 @@ class Runtime:
     ) -> tuple[State, StateDir, int | None]:
         """Set up the container up to the point where its init waits for `start`.
 
-        ``init``: an init spawned earlier (launcher.spawn_init) by a process that reaps it, so that its
-        interpreter started sooner (the engine's monitor-to-be, monitor/inproc.Early).
+        ``init``: an init started earlier, so that its interpreter started sooner (the engine's
+        monitor/inproc.Early): (pid, socket) as launcher.spawn_init returns them, or (0, socket) for
+        one forked by its monitor (init.fork_from), which tells its pid first. Not always our child.
         Returns the state, its directory, and the pty master fd when the caller relays the console.
         On any failure nothing is left behind: process, cgroup and state directory are removed.
         """

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def run_verb(root: str, log_path: str, args: list[str], init: tuple[int, Any] | None = None) -> int:
     """``pallet-runtime --root ROOT --log LOG --log-format json ARGS...`` without the exec; ``init``:
-    for create, an init spawned already (Early.spawn_init)."""
+    for create, an init started already (Early.fork: forked by the monitor, or spawned by the child)."""
     from pallet.errors import PalletError
     from pallet.runtime.container import CreateRequest, Options, Runtime, RuntimeLog, describe
 
@@ -134,10 +134,13 @@ class Early:
     the spec (monitor/launch.py). In the monitor-to-be, after the subreaper flag is set — so that the
     init is re-parented to the monitor — ``fork()`` starts the create child and returns the argument
     that tells the monitor what it adopts (``pid,result,go,stdout,stderr,stdin``: its Monitor.create
-    reads the result as it would from its own child). The child spawns the container's init at once,
-    whose interpreter (~12 ms) starts while the engine makes the bundle, then waits for the engine's
-    ``go()``: the create adopts the init (``Runtime.create(init=...)``). EOF instead (the engine gave
-    up): it kills the init and exits. The engine closes its copies (``close()``) once the monitor runs.
+    reads the result as it would from its own child). The container's init is started at once: forked
+    by the monitor itself where that runs from the sealed interpreter (launch.py, sibling.py; the
+    child gets its socket), else spawned by the child, its interpreter (~12 ms) starting while the
+    engine makes the bundle. The child then waits for the engine's ``go()``: the create adopts the
+    init (``Runtime.create(init=...)``). EOF instead (the engine gave up): a spawned init is killed, a
+    forked one ends at its socket's EOF, and the child exits. The engine closes its copies
+    (``close()``) once the monitor runs.
     """
 
     def __init__(self, mcfg: dict[str, object], preload: bool = True) -> None:

@@ -223,25 +223,26 @@ def _start_early(early_cfg: bytes) -> str | None:
 
     from pallet.engine.monitor.inproc import Early
 
-    if not early_cfg:
-        return "" if os.read(4, 1) == b"g" else None
-    early = Early(marshal.loads(early_cfg), preload=False)
-    init = sys.modules.get("pallet.runtime.init")
-    if init is not None and init.sealed_here():
-        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-        init.fork_init(theirs.fileno(), [early.in_r, early.out_w, early.err_w])
-        arg = early.fork(ours, theirs.fileno())
-        ours.close()
-        theirs.close()
-    else:
-        arg = early.fork()
-    early.keep_monitor_ends()
+    early = Early(marshal.loads(early_cfg), preload=False) if early_cfg else None
+    arg = ""
+    if early is not None:
+        init = sys.modules.get("pallet.runtime.init")
+        if init is not None and init.sealed_here():
+            ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+            init.fork_init(theirs.fileno(), [early.in_r, early.out_w, early.err_w])
+            arg = early.fork(ours, theirs.fileno())
+            ours.close()
+            theirs.close()
+        else:
+            arg = early.fork()
+        early.keep_monitor_ends()
     word = os.read(4, 1)
     os.close(4)
     if word != b"g":
         return None
-    early.go()
-    os.close(early.bundle_w)
+    if early is not None:
+        early.go()
+        os.close(early.bundle_w)
     return arg
 
 
